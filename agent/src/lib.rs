@@ -1,0 +1,16 @@
+//! evident-agent: observes this endpoint (inventory now; patch level, disk encryption and backups
+//! next), spools each observation durably, and streams it to evident-collector over mutual TLS.
+//! Agents observe, the collector judges. See ARCHITECTURE.md for the map.
+
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod enroll;
+pub mod host;
+pub mod report;
+pub mod run;
+pub mod sequence;
+pub mod spool;
+pub mod state;
+pub mod tls;

@@ -1,0 +1,19 @@
+//! evident-collector: enrols agents under its own CA, receives their evidence over mutual TLS,
+//! stores it append-only in SQLite with a per-agent hash chain and the agents' batch signatures,
+//! and shows it to reviewers. See ARCHITECTURE.md for the map.
+
+pub mod ca;
+pub mod chain;
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod enroll;
+pub mod ingest;
+pub mod model;
+pub mod review;
+pub mod rpc_error;
+pub mod server;
+pub mod signature;
+pub mod store;
+pub mod token;
+pub mod verify;

@@ -1,0 +1,160 @@
+//! The command line: argument parsing and the commands' top level.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::checks::{self, Observation, Outcome};
+use crate::config::FileConfig;
+use crate::host::Host;
+use crate::state::StateDir;
+use crate::tls::{CollectorUrl, parse_fingerprint};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "evident-agent",
+    version,
+    about = "Observes this endpoint and streams the evidence to evident-collector"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enrol with a collector: generate a key here and have the collector certify it.
+    Enroll(EnrollCli),
+    /// Run the checks on a schedule and stream the evidence to the collector.
+    Run(RunCli),
+    /// Run every check once on this machine and print the evidence without sending it.
+    Check(CheckCli),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollCli {
+    /// The collector, as https://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub collector: String,
+    /// The enrolment token from `evident-collector token create`.
+    #[arg(long, value_name = "TOKEN")]
+    pub token: String,
+    /// The collector CA's SHA-256 fingerprint from `evident-collector ca fingerprint`.
+    #[arg(long, value_name = "FP")]
+    pub ca_fingerprint: String,
+    /// Where the agent keeps its key, certificate and spool.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunCli {
+    /// A TOML config file (see deploy/agent.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// One cycle: run the checks, deliver, exit (non-zero if delivery failed).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckCli {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also save every command and file the checks read into DIR (see docs/record-replay.md).
+    #[arg(long, value_name = "DIR", conflicts_with = "replay")]
+    pub record: Option<PathBuf>,
+    /// Answer every command and file from a recording in DIR instead of this machine.
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
+}
+
+impl EnrollCli {
+    pub fn into_args(self) -> anyhow::Result<crate::enroll::EnrollArgs> {
+        if self.token.trim().is_empty() {
+            bail!("--token is empty: pass the token printed by `evident-collector token create`");
+        }
+        Ok(crate::enroll::EnrollArgs {
+            collector: CollectorUrl::parse(&self.collector)?,
+            token: self.token,
+            ca_fingerprint: parse_fingerprint(&self.ca_fingerprint)?,
+            state: StateDir::new(&self.state_dir),
+        })
+    }
+}
+
+impl RunCli {
+    pub fn into_config(self) -> anyhow::Result<crate::config::RunConfig> {
+        let file = match &self.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        file.validate(self.state_dir)
+    }
+}
+
+/// `check`: observe, print, and close a recording.
+pub async fn check(args: CheckCli) -> anyhow::Result<()> {
+    let host = match (&args.record, &args.replay) {
+        (Some(dir), _) => Host::recording(dir)?,
+        (None, Some(dir)) => Host::replay(dir)?,
+        (None, None) => Host::live(),
+    };
+    let observations = checks::run_all(&host).await;
+    host.finish().context("finish the recording")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&observations)?);
+    } else {
+        for observation in &observations {
+            print_observation(observation)?;
+        }
+    }
+    if let Some(dir) = &args.record {
+        eprintln!(
+            "recorded into {}; replay with `evident-agent check --replay {}`",
+            dir.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+fn print_observation(observation: &Observation) -> anyhow::Result<()> {
+    let when = u64::try_from(observation.observed_at_unix_ms)
+        .map(|ms| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+            )
+            .to_string()
+        })
+        .unwrap_or_default();
+    println!("{} (observed {when})", observation.check);
+    let facts = match &observation.outcome {
+        Outcome::Error(error) => {
+            println!("  error: {error}");
+            return Ok(());
+        }
+        Outcome::Inventory(facts) => serde_json::to_value(facts)?,
+    };
+    if let serde_json::Value::Object(map) = facts {
+        for (key, value) in map {
+            match value {
+                serde_json::Value::Null => println!("  {key:<17} (not known)"),
+                serde_json::Value::String(s) => println!("  {key:<17} {s}"),
+                serde_json::Value::Array(items) if items.is_empty() => {}
+                serde_json::Value::Array(items) => {
+                    println!("  {key}:");
+                    for item in items {
+                        println!("    {item}");
+                    }
+                }
+                other => println!("  {key:<17} {other}"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The agent's configuration file: parsed strictly, then validated into `RunConfig`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+pub const DEFAULT_INTERVAL_SECS: u64 = 3600;
+pub const DEFAULT_JITTER_SECS: u64 = 300;
+pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 500;
+
+/// `agent.toml` as written; every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub state_dir: Option<PathBuf>,
+    pub interval_secs: Option<u64>,
+    pub jitter_secs: Option<u64>,
+    pub command_timeout_secs: Option<u64>,
+    pub max_batch_items: Option<usize>,
+}
+
+/// Everything `run` needs, validated.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub state_dir: PathBuf,
+    /// Time between check cycles.
+    pub interval: Duration,
+    /// Up to this much is added to each interval, at random, so a fleet does not report in step.
+    pub jitter: Duration,
+    pub command_timeout: Duration,
+    pub max_batch_items: usize,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    pub fn validate(self, state_dir: Option<PathBuf>) -> anyhow::Result<RunConfig> {
+        let state_dir = state_dir.or(self.state_dir).context(
+            "no state directory: pass --state-dir DIR or set state_dir in the config file",
+        )?;
+        let interval = self.interval_secs.unwrap_or(DEFAULT_INTERVAL_SECS);
+        if !(10..=7 * 86_400).contains(&interval) {
+            bail!("interval_secs is {interval}: it must be between 10 and 604800 (a week)");
+        }
+        let jitter = self
+            .jitter_secs
+            .unwrap_or(DEFAULT_JITTER_SECS.min(interval / 2));
+        if jitter > interval {
+            bail!("jitter_secs is {jitter}: it must not exceed interval_secs ({interval})");
+        }
+        let timeout = self
+            .command_timeout_secs
+            .unwrap_or(DEFAULT_COMMAND_TIMEOUT_SECS);
+        if !(1..=3600).contains(&timeout) {
+            bail!("command_timeout_secs is {timeout}: it must be between 1 and 3600");
+        }
+        let max_batch_items = self.max_batch_items.unwrap_or(DEFAULT_MAX_BATCH_ITEMS);
+        if !(1..=10_000).contains(&max_batch_items) {
+            bail!("max_batch_items is {max_batch_items}: it must be between 1 and 10000");
+        }
+        Ok(RunConfig {
+            state_dir,
+            interval: Duration::from_secs(interval),
+            jitter: Duration::from_secs(jitter),
+            command_timeout: Duration::from_secs(timeout),
+            max_batch_items,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<RunConfig> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        file.validate(None)
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let config = parse(include_str!("../../deploy/agent.toml")).expect("deploy/agent.toml");
+        assert_eq!(config.interval, Duration::from_secs(DEFAULT_INTERVAL_SECS));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let unknown = parse("state_dir = \"/x\"\nintervall_secs = 5").expect_err("unknown");
+        assert!(unknown.to_string().contains("intervall_secs"), "{unknown}");
+        let short = parse("state_dir = \"/x\"\ninterval_secs = 1").expect_err("short");
+        assert!(short.to_string().contains("interval_secs"), "{short}");
+        let jitter =
+            parse("state_dir = \"/x\"\ninterval_secs = 60\njitter_secs = 61").expect_err("jitter");
+        assert!(jitter.to_string().contains("jitter_secs"), "{jitter}");
+        let wrong_type = parse("state_dir = 5").expect_err("type");
+        assert!(wrong_type.to_string().contains("state_dir"), "{wrong_type}");
+        assert!(
+            parse("")
+                .expect_err("no state dir")
+                .to_string()
+                .contains("--state-dir")
+        );
+    }
+}

@@ -1,0 +1,139 @@
+//! The collector's configuration file: parsed strictly, then validated into `ServeConfig`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::server::ServeConfig;
+
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7443";
+pub const DEFAULT_AGENT_CERT_LIFETIME_DAYS: u64 = 90;
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// `collector.toml` as written; every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub grpc_listen: Option<String>,
+    pub server_names: Option<Vec<String>>,
+    pub agent_certificate_lifetime_days: Option<u64>,
+    pub max_batch_items: Option<usize>,
+    pub max_message_bytes: Option<usize>,
+}
+
+/// Values given on the command line; they win over the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub grpc_listen: Option<String>,
+    pub server_names: Vec<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    /// Merges command-line overrides and checks every value, naming the key that is wrong.
+    pub fn validate(self, overrides: Overrides) -> anyhow::Result<ServeConfig> {
+        let data_dir = overrides
+            .data_dir
+            .or(self.data_dir)
+            .context("no data directory: pass --data-dir DIR or set data_dir in the config file")?;
+        let listen = overrides
+            .grpc_listen
+            .or(self.grpc_listen)
+            .unwrap_or_else(|| DEFAULT_GRPC_LISTEN.to_owned());
+        let grpc_listen: SocketAddr = listen.parse().with_context(|| {
+            format!(
+                "grpc_listen {listen:?} is not an address: write it as IP:PORT, e.g. 0.0.0.0:7443"
+            )
+        })?;
+        let mut server_names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        if !grpc_listen.ip().is_unspecified() {
+            server_names.push(grpc_listen.ip().to_string());
+        }
+        for name in self
+            .server_names
+            .unwrap_or_default()
+            .into_iter()
+            .chain(overrides.server_names)
+        {
+            if name.trim().is_empty() {
+                bail!("server_names contains an empty name");
+            }
+            server_names.push(name);
+        }
+        server_names.sort();
+        server_names.dedup();
+        let days = self
+            .agent_certificate_lifetime_days
+            .unwrap_or(DEFAULT_AGENT_CERT_LIFETIME_DAYS);
+        if !(1..=825).contains(&days) {
+            bail!("agent_certificate_lifetime_days is {days}: it must be between 1 and 825");
+        }
+        let max_batch_items = self.max_batch_items.unwrap_or(DEFAULT_MAX_BATCH_ITEMS);
+        if !(1..=100_000).contains(&max_batch_items) {
+            bail!("max_batch_items is {max_batch_items}: it must be between 1 and 100000");
+        }
+        let max_message_bytes = self.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&max_message_bytes) {
+            bail!(
+                "max_message_bytes is {max_message_bytes}: it must be between 65536 and 67108864"
+            );
+        }
+        Ok(ServeConfig {
+            data_dir,
+            grpc_listen,
+            server_names,
+            agent_cert_lifetime: Duration::from_secs(days * 86_400),
+            max_batch_items,
+            max_message_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<ServeConfig> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        file.validate(Overrides::default())
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let text = include_str!("../../deploy/collector.toml");
+        let config = parse(text).expect("deploy/collector.toml is valid");
+        assert_eq!(config.max_batch_items, DEFAULT_MAX_BATCH_ITEMS);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let unknown = parse("data_dir = \"/x\"\ngrpc_lissen = \"1\"").expect_err("unknown key");
+        assert!(unknown.to_string().contains("grpc_lissen"), "{unknown}");
+        let address =
+            parse("data_dir = \"/x\"\ngrpc_listen = \"nowhere\"").expect_err("bad address");
+        assert!(address.to_string().contains("grpc_listen"), "{address}");
+        let days =
+            parse("data_dir = \"/x\"\nagent_certificate_lifetime_days = 0").expect_err("zero");
+        assert!(
+            days.to_string().contains("agent_certificate_lifetime_days"),
+            "{days}"
+        );
+        let missing = parse("").expect_err("no data dir");
+        assert!(missing.to_string().contains("--data-dir"), "{missing}");
+    }
+}

@@ -1,0 +1,294 @@
+//! The Evidence service: one Report stream per connected agent. Each batch is validated, its
+//! signature checked against the agent's certificate, appended in one transaction, and only then
+//! acked. The agent's identity comes from the TLS client certificate alone.
+
+use std::sync::Arc;
+
+use evident_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::model::now_unix_ms;
+use crate::rpc_error::RpcError;
+use crate::signature;
+use crate::store::{BatchToAppend, CertIdentity, ItemToAppend, Store};
+
+#[derive(Debug, Clone, Copy)]
+pub struct IngestLimits {
+    pub max_batch_items: usize,
+}
+
+#[derive(Debug)]
+pub struct EvidenceService {
+    store: Arc<Store>,
+    limits: IngestLimits,
+}
+
+/// The authenticated sender of a stream.
+#[derive(Debug, Clone)]
+struct Sender {
+    identity: CertIdentity,
+    cert_der: Vec<u8>,
+}
+
+impl EvidenceService {
+    pub fn new(store: Arc<Store>, limits: IngestLimits) -> Self {
+        EvidenceService { store, limits }
+    }
+
+    /// Finds the agent behind the verified client certificate of this connection.
+    async fn authenticate<T>(&self, request: &Request<T>) -> Result<Sender, RpcError> {
+        let certs = request.peer_certs().ok_or_else(|| {
+            RpcError::Unauthenticated(
+                "a client certificate is required to report evidence: enrol this agent first with `evident-agent enroll`".into(),
+            )
+        })?;
+        let leaf = certs.first().ok_or_else(|| {
+            RpcError::Unauthenticated("the TLS session carries no client certificate".into())
+        })?;
+        let cert_der = leaf.to_vec();
+        let named = signature::agent_id_of(&cert_der)?;
+        let fingerprint = ring::digest::digest(&ring::digest::SHA256, &cert_der)
+            .as_ref()
+            .to_vec();
+        let store = self.store.clone();
+        let identity =
+            tokio::task::spawn_blocking(move || store.certificate_identity(&fingerprint))
+                .await
+                .map_err(|e| RpcError::Internal(e.to_string()))??
+                .ok_or_else(|| {
+                    RpcError::PermissionDenied(format!(
+                        "certificate for {named} was not issued by this collector's enrolment: enrol the agent again"
+                    ))
+                })?;
+        if identity.agent_id != named {
+            return Err(RpcError::PermissionDenied(format!(
+                "certificate names {named} but was issued to {}",
+                identity.agent_id
+            )));
+        }
+        if identity.agent_state != "active" {
+            return Err(RpcError::PermissionDenied(format!(
+                "agent {} is {}: it may not report evidence",
+                identity.agent_id, identity.agent_state
+            )));
+        }
+        Ok(Sender { identity, cert_der })
+    }
+}
+
+/// Checks a batch's shape and content; returns what to append. Pure: no I/O.
+pub fn validate_batch(batch: v1::Batch, max_items: usize) -> Result<BatchToAppend, RpcError> {
+    if batch.signature.is_empty() {
+        return Err(RpcError::InvalidBatch(format!(
+            "batch {} has no signature: every batch must be signed with the agent's key",
+            batch.batch_id
+        )));
+    }
+    let raw_items = crate::convert::split_item_list(&batch.items)?;
+    if raw_items.is_empty() {
+        return Err(RpcError::InvalidBatch(format!(
+            "batch {} has no items",
+            batch.batch_id
+        )));
+    }
+    if raw_items.len() > max_items {
+        return Err(RpcError::InvalidBatch(format!(
+            "batch {} has {} items, more than the limit of {max_items}: send smaller batches",
+            batch.batch_id,
+            raw_items.len()
+        )));
+    }
+    let mut items = Vec::with_capacity(raw_items.len());
+    let mut previous = 0u64;
+    for (index, bytes) in raw_items.into_iter().enumerate() {
+        let item = crate::convert::decode_item(index, &bytes)?;
+        if item.sequence == 0 {
+            return Err(RpcError::InvalidBatch(format!(
+                "item {index} of batch {} has sequence 0: sequences start at 1",
+                batch.batch_id
+            )));
+        }
+        if item.sequence <= previous {
+            return Err(RpcError::InvalidBatch(format!(
+                "batch {} is out of order: sequence {} follows {previous}",
+                batch.batch_id, item.sequence
+            )));
+        }
+        if item.observed_at_unix_ms <= 0 {
+            return Err(RpcError::InvalidBatch(format!(
+                "item with sequence {} has no observation time",
+                item.sequence
+            )));
+        }
+        previous = item.sequence;
+        items.push(ItemToAppend {
+            sequence: item.sequence,
+            check: item.check,
+            observed_at_ms: item.observed_at_unix_ms,
+            bytes,
+        });
+    }
+    Ok(BatchToAppend {
+        items_bytes: batch.items,
+        signature: batch.signature,
+        signature_algorithm: batch.signature_algorithm,
+        items,
+    })
+}
+
+async fn handle_batch(
+    store: &Arc<Store>,
+    sender: &Sender,
+    batch: v1::Batch,
+    limits: IngestLimits,
+) -> Result<v1::Ack, RpcError> {
+    let batch_id = batch.batch_id;
+    let validated = validate_batch(batch, limits.max_batch_items)?;
+    signature::verify_batch(
+        &sender.cert_der,
+        validated.signature_algorithm,
+        &validated.items_bytes,
+        &validated.signature,
+    )?;
+    let store = store.clone();
+    let identity = sender.identity.clone();
+    let appended = tokio::task::spawn_blocking(move || {
+        store.append_batch(&identity, &validated, now_unix_ms())
+    })
+    .await
+    .map_err(|e| RpcError::Internal(e.to_string()))??;
+    Ok(v1::Ack {
+        batch_id,
+        stored: appended.stored,
+        duplicates: appended.duplicates,
+    })
+}
+
+#[tonic::async_trait]
+impl v1::evidence_server::Evidence for EvidenceService {
+    type ReportStream = ReceiverStream<Result<v1::ReportResponse, Status>>;
+
+    async fn report(
+        &self,
+        request: Request<Streaming<v1::ReportRequest>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
+        let sender = match self.authenticate(&request).await {
+            Ok(sender) => sender,
+            Err(error) => {
+                warn!(%error, peer = ?request.remote_addr(), "report refused");
+                return Err(error.into());
+            }
+        };
+        let span = info_span!("report", agent = %sender.identity.agent_id);
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let store = self.store.clone();
+        let limits = self.limits;
+        tokio::spawn(
+            async move {
+                debug!("stream opened");
+                loop {
+                    let message = match inbound.message().await {
+                        Ok(Some(message)) => message,
+                        Ok(None) => break,
+                        Err(status) => {
+                            debug!(%status, "stream ended by the agent or the network");
+                            break;
+                        }
+                    };
+                    let Some(v1::report_request::Kind::Batch(batch)) = message.kind else {
+                        let status = Status::invalid_argument(
+                            "report message carries nothing this collector understands: upgrade the collector or the agent",
+                        );
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    };
+                    let batch_id = batch.batch_id;
+                    match handle_batch(&store, &sender, batch, limits).await {
+                        Ok(ack) => {
+                            info!(batch_id, stored = ack.stored, duplicates = ack.duplicates, "batch stored");
+                            let response = v1::ReportResponse {
+                                kind: Some(v1::report_response::Kind::Ack(ack)),
+                            };
+                            if tx.send(Ok(response)).await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(error) => {
+                            warn!(batch_id, %error, "batch refused");
+                            let _ = tx.send(Err(error.into())).await;
+                            break;
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn item(sequence: u64) -> v1::EvidenceItem {
+        v1::EvidenceItem {
+            sequence,
+            check: v1::CheckKind::Inventory as i32,
+            observed_at_unix_ms: 1_700_000_000_000,
+            outcome: Some(v1::evidence_item::Outcome::Inventory(
+                v1::InventoryFacts::default(),
+            )),
+        }
+    }
+
+    fn batch(items: Vec<v1::EvidenceItem>) -> v1::Batch {
+        v1::Batch {
+            batch_id: 9,
+            items: v1::ItemList { items }.encode_to_vec(),
+            signature: vec![1],
+            signature_algorithm: v1::SignatureAlgorithm::EcdsaP256Sha256 as i32,
+        }
+    }
+
+    fn refusal(batch: v1::Batch) -> String {
+        match validate_batch(batch, 3) {
+            Ok(_) => String::from("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_good_batch_keeps_exact_item_bytes() {
+        let items = vec![item(4), item(5)];
+        let expected: Vec<Vec<u8>> = items.iter().map(Message::encode_to_vec).collect();
+        let validated = validate_batch(batch(items), 3).expect("valid");
+        let bytes: Vec<Vec<u8>> = validated.items.into_iter().map(|i| i.bytes).collect();
+        assert_eq!(bytes, expected);
+    }
+
+    #[test]
+    fn bad_batches_are_refused_with_the_reason() {
+        assert!(refusal(batch(vec![])).contains("has no items"));
+        assert!(
+            refusal(batch(vec![item(1), item(2), item(3), item(4)]))
+                .contains("more than the limit of 3")
+        );
+        assert!(refusal(batch(vec![item(2), item(2)])).contains("out of order"));
+        assert!(refusal(batch(vec![item(0)])).contains("sequences start at 1"));
+        let mut unsigned = batch(vec![item(1)]);
+        unsigned.signature.clear();
+        assert!(refusal(unsigned).contains("no signature"));
+        let mut garbage = batch(vec![item(1)]);
+        garbage.items = vec![0x0a, 0x7f, 0x00];
+        assert!(refusal(garbage).contains("not a valid encoded ItemList"));
+        let mut untimed = item(1);
+        untimed.observed_at_unix_ms = 0;
+        assert!(refusal(batch(vec![untimed])).contains("no observation time"));
+    }
+}

@@ -1,0 +1,122 @@
+//! The collector's domain types. Generated protobuf types stop at `convert`; nothing else here or
+//! in storage depends on them.
+
+use serde::Serialize;
+
+/// What an evidence item is about. The numbers are the `evident.v1.CheckKind` values, which is
+/// also how the kind is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// Host identity and platform (ISO 27001:2022 A.5.9).
+    Inventory,
+    /// Patch level and pending updates (A.8.8).
+    Patch,
+    /// Disk encryption per volume (A.8.24, A.8.1).
+    DiskEncryption,
+    /// Backup recency and restore tests (A.8.13).
+    Backup,
+}
+
+impl CheckKind {
+    pub fn from_number(number: i64) -> Option<CheckKind> {
+        match number {
+            1 => Some(CheckKind::Inventory),
+            2 => Some(CheckKind::Patch),
+            3 => Some(CheckKind::DiskEncryption),
+            4 => Some(CheckKind::Backup),
+            _ => None,
+        }
+    }
+
+    pub fn number(self) -> i64 {
+        match self {
+            CheckKind::Inventory => 1,
+            CheckKind::Patch => 2,
+            CheckKind::DiskEncryption => 3,
+            CheckKind::Backup => 4,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Inventory => "inventory",
+            CheckKind::Patch => "patch",
+            CheckKind::DiskEncryption => "disk_encryption",
+            CheckKind::Backup => "backup",
+        }
+    }
+}
+
+/// What a check observed, or why it could not. Variants hold facts by value: items are decoded
+/// one at a time, so their size does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Inventory(InventoryFacts),
+    Error { reason: String, source: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InventoryFacts {
+    pub hostname: Option<String>,
+    pub os_family: String,
+    pub os_name: Option<String>,
+    pub os_version: Option<String>,
+    pub os_build: Option<String>,
+    pub kernel_version: Option<String>,
+    pub architecture: Option<String>,
+    pub machine_id: Option<String>,
+    pub hardware_vendor: Option<String>,
+    pub hardware_model: Option<String>,
+    pub hardware_serial: Option<String>,
+    pub boot_time_unix_ms: Option<i64>,
+    pub agent_version: String,
+    pub unreadable: Vec<UnreadableFact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UnreadableFact {
+    pub fact: String,
+    pub reason: String,
+}
+
+/// One evidence item as decoded from the bytes the agent signed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvidenceItem {
+    pub sequence: u64,
+    pub check: CheckKind,
+    pub observed_at_unix_ms: i64,
+    pub outcome: Outcome,
+}
+
+/// What an agent said about its host when it enrolled (informational, never identity).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub os_family: String,
+    pub os_name: String,
+    pub os_version: String,
+    pub architecture: String,
+    pub machine_id: String,
+    pub agent_version: String,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 in UTC, to the second, for people.
+pub fn format_unix_ms(ms: i64) -> String {
+    match u64::try_from(ms) {
+        Ok(ms) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        Err(_) => format!("{ms} ms before 1970"),
+    }
+}

@@ -1,0 +1,80 @@
+//! Reading stored evidence back for people: `evident-collector evidence list`.
+
+use serde::Serialize;
+
+use crate::convert;
+use crate::model::{CheckKind, EvidenceItem, Outcome, format_unix_ms};
+use crate::store::{Store, StoreError};
+
+/// One stored item with its decoded content and chain position.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvidenceRecord {
+    pub agent_id: String,
+    pub sequence: u64,
+    pub check: Option<CheckKind>,
+    pub observed_at: String,
+    pub received_at: String,
+    pub hash: String,
+    pub prev_hash: String,
+    /// The facts, or `None` when the stored item cannot be decoded (`verify` says why).
+    pub item: Option<EvidenceItem>,
+}
+
+pub fn list_evidence(
+    store: &Store,
+    agent_id: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Vec<EvidenceRecord>, StoreError> {
+    let mut out = Vec::new();
+    let mut cached: Option<(i64, Vec<Vec<u8>>)> = None;
+    store.for_each_evidence(agent_id, |row, batches| {
+        if cached.as_ref().map(|(id, _)| *id) != Some(row.batch_id) {
+            let items = batches
+                .batch(row.batch_id)?
+                .and_then(|b| convert::split_item_list(&b.items).ok())
+                .unwrap_or_default();
+            cached = Some((row.batch_id, items));
+        }
+        let item = cached
+            .as_ref()
+            .and_then(|(_, items)| items.get(row.item_index))
+            .and_then(|bytes| convert::decode_item(row.item_index, bytes).ok());
+        out.push(EvidenceRecord {
+            agent_id: row.agent_id,
+            sequence: row.sequence,
+            check: CheckKind::from_number(row.check_kind),
+            observed_at: format_unix_ms(row.observed_at_ms),
+            received_at: format_unix_ms(row.received_at_ms),
+            hash: hex::encode(&row.hash),
+            prev_hash: hex::encode(&row.prev_hash),
+            item,
+        });
+        Ok(limit.is_none_or(|limit| out.len() < limit))
+    })?;
+    Ok(out)
+}
+
+/// A one-line summary of an item for the table view.
+pub fn summary(record: &EvidenceRecord) -> String {
+    match record.item.as_ref().map(|i| &i.outcome) {
+        None => "(stored item cannot be decoded: run `evident-collector verify`)".to_owned(),
+        Some(Outcome::Error { reason, .. }) => format!("error: {reason}"),
+        Some(Outcome::Inventory(f)) => {
+            let mut parts = vec![f.hostname.clone().unwrap_or_else(|| "?".into())];
+            let os = [f.os_name.as_deref(), f.os_version.as_deref()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !os.is_empty() {
+                parts.push(os);
+            }
+            parts.extend(f.architecture.clone());
+            parts.extend(f.hardware_model.clone());
+            if !f.unreadable.is_empty() {
+                parts.push(format!("{} facts unreadable", f.unreadable.len()));
+            }
+            parts.join(", ")
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `evident-collector serve`: opens the data directory, creates the CA on first start, and serves
+//! enrolment and evidence over one TLS port. Client certificates are optional at the TLS layer
+//! (an enrolling agent has none yet) but a certificate that is presented must chain to our CA,
+//! and the Evidence service refuses any stream without one.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use evident_proto::v1;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+use crate::ca::{CaPaths, CertificateAuthority};
+use crate::enroll::EnrollmentService;
+use crate::ingest::{EvidenceService, IngestLimits};
+use crate::store::Store;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub data_dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    /// DNS names and IP addresses agents use to reach this collector.
+    pub server_names: Vec<String>,
+    pub agent_cert_lifetime: Duration,
+    pub max_batch_items: usize,
+    pub max_message_bytes: usize,
+}
+
+/// Paths inside a data directory.
+pub fn database_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("collector.db")
+}
+
+/// The file `serve` writes with the address it actually listens on (useful with port 0).
+pub fn address_file(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("grpc.addr")
+}
+
+/// Runs the collector until `shutdown` completes, then stops accepting and drains streams.
+pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    create_private_dir(&config.data_dir)?;
+    let paths = CaPaths::new(&config.data_dir);
+    let ca = Arc::new(CertificateAuthority::load_or_create(&paths)?);
+    let store = Arc::new(Store::open_or_create(&database_path(&config.data_dir))?);
+    let identity = ca.issue_server_identity(&paths, &config.server_names)?;
+    let tls = Arc::new(tls_config(&ca, identity)?);
+
+    let listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("listen on {}", config.grpc_listen))?;
+    let local = listener.local_addr().context("read listening address")?;
+    std::fs::write(address_file(&config.data_dir), format!("{local}\n"))
+        .context("write grpc.addr")?;
+    info!(address = %local, ca_fingerprint = %ca.fingerprint(), "collector listening");
+
+    let (conn_tx, conn_rx) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
+    let accept = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), conn_tx));
+
+    let lifetime = time::Duration::try_from(config.agent_cert_lifetime)
+        .context("agent certificate lifetime out of range")?;
+    let enrollment = EnrollmentService::new(store.clone(), ca.clone(), lifetime);
+    let evidence = EvidenceService::new(
+        store,
+        IngestLimits {
+            max_batch_items: config.max_batch_items,
+        },
+    );
+    let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(
+            v1::enrollment_server::EnrollmentServer::new(enrollment)
+                .max_decoding_message_size(64 * 1024),
+        )
+        .add_service(
+            v1::evidence_server::EvidenceServer::new(evidence)
+                .max_decoding_message_size(config.max_message_bytes),
+        )
+        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
+        .await;
+    accept.abort();
+    info!("collector stopped");
+    result.context("serve gRPC")
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    connections: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Running out of file descriptors must not end the collector: wait and retry.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let connections = connections.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = connections.send(Ok(tls)).await;
+                }
+                Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => debug!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+fn tls_config(
+    ca: &CertificateAuthority,
+    identity: crate::ca::ServerIdentity,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(ca.cert_der().clone())
+        .context("add CA to client roots")?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .context("build client certificate verifier")?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(identity.chain, identity.key.into())
+        .context("load server certificate")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir.join("tls"))
+        .with_context(|| format!("create data directory {}", dir.display()))
+}

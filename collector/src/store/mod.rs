@@ -1,0 +1,509 @@
+//! SQLite storage: the schema, its migrations and every query. Nothing outside this module writes
+//! SQL, so a PostgreSQL backend can later stand behind the same methods.
+//!
+//! One connection writes, behind a mutex; callers on the async runtime reach it through
+//! `spawn_blocking`. WAL with `synchronous=FULL` makes a committed transaction durable, which is
+//! what an ack promises.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite_migration::{M, Migrations};
+
+use crate::ca::{CsrError, IssuedAgentCert};
+use crate::chain;
+use crate::model::{CheckKind, HostFacts};
+
+const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_evidence_pipe.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error(
+        "no collector database at {0}: start the collector once with `evident-collector serve --data-dir DIR` to create it"
+    )]
+    Missing(PathBuf),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+/// Why an enrolment was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(
+        "enrolment token is not known to this collector: check it, or create one with `evident-collector token create`"
+    )]
+    TokenUnknown,
+    #[error(
+        "enrolment token expired at {0}: create a new one with `evident-collector token create`"
+    )]
+    TokenExpired(String),
+    #[error(
+        "enrolment token was already used ({0} of {0} uses): create a new one with `evident-collector token create`"
+    )]
+    TokenUsedUp(i64),
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for EnrollError {
+    fn from(e: rusqlite::Error) -> Self {
+        EnrollError::Store(e.into())
+    }
+}
+
+/// Why a batch could not be appended. Nothing of the batch is stored in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(
+        "sequence {sequence} arrived after sequence {last_stored} and was never stored: the agent's sequence went backwards"
+    )]
+    OutOfOrder { sequence: u64, last_stored: u64 },
+    #[error(
+        "sequence {sequence} is already stored with different content: sequences must never be reused"
+    )]
+    ConflictingResend { sequence: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for AppendError {
+    fn from(e: rusqlite::Error) -> Self {
+        AppendError::Store(e.into())
+    }
+}
+
+/// An agent enrolled by redeeming a token.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub agent_id: String,
+    pub cert: IssuedAgentCert,
+}
+
+/// Who is behind a client certificate the collector issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertIdentity {
+    pub agent_id: String,
+    pub certificate_id: i64,
+    pub agent_state: String,
+}
+
+/// One item of a batch that passed validation and signature checks.
+#[derive(Debug, Clone)]
+pub struct ItemToAppend {
+    pub sequence: u64,
+    pub check: CheckKind,
+    pub observed_at_ms: i64,
+    pub bytes: Vec<u8>,
+}
+
+/// A batch ready to append: the signed bytes as received and its items in sequence order.
+#[derive(Debug, Clone)]
+pub struct BatchToAppend {
+    pub items_bytes: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub signature_algorithm: i32,
+    pub items: Vec<ItemToAppend>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub stored: u64,
+    pub duplicates: u64,
+}
+
+/// An evidence row as stored, with the bytes of its item taken from its batch.
+#[derive(Debug, Clone)]
+pub struct StoredEvidence {
+    pub agent_id: String,
+    pub sequence: u64,
+    pub batch_id: i64,
+    pub item_index: usize,
+    pub check_kind: i64,
+    pub observed_at_ms: i64,
+    pub received_at_ms: i64,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// A stored batch, for verification and display.
+#[derive(Debug, Clone)]
+pub struct StoredBatch {
+    pub id: i64,
+    pub agent_id: String,
+    pub certificate_der: Vec<u8>,
+    pub items: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub signature_algorithm: i32,
+}
+
+#[derive(Debug)]
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens the database, creating it and applying migrations as needed.
+    pub fn open_or_create(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_owned(),
+        })
+    }
+
+    /// Opens an existing database (for the CLI's reading and admin commands).
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        Self::open_or_create(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction half-done (it rolls back on
+        // drop), so a poisoned lock is still safe to use.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn create_token(
+        &self,
+        token_hash: &[u8],
+        now_ms: i64,
+        expires_at_ms: i64,
+        max_uses: u32,
+    ) -> Result<i64, StoreError> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO tokens (token_hash, created_at_ms, expires_at_ms, max_uses) VALUES (?1, ?2, ?3, ?4)",
+            params![token_hash, now_ms, expires_at_ms, max_uses],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Redeems one use of a token and records a new agent with the certificate `issue` makes for
+    /// it, all in one transaction: a refused CSR leaves the token unused.
+    pub fn enroll(
+        &self,
+        token_hash: &[u8],
+        now_ms: i64,
+        host: &HostFacts,
+        new_agent_id: &str,
+        issue: impl FnOnce(&str) -> Result<IssuedAgentCert, CsrError>,
+    ) -> Result<Enrolled, EnrollError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let token: Option<(i64, i64, i64, i64)> = tx
+            .query_row(
+                "SELECT id, expires_at_ms, max_uses, uses FROM tokens WHERE token_hash = ?1",
+                [token_hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let (token_id, expires_at_ms, max_uses, uses) = token.ok_or(EnrollError::TokenUnknown)?;
+        if now_ms >= expires_at_ms {
+            return Err(EnrollError::TokenExpired(crate::model::format_unix_ms(
+                expires_at_ms,
+            )));
+        }
+        if uses >= max_uses {
+            return Err(EnrollError::TokenUsedUp(max_uses));
+        }
+        let cert = issue(new_agent_id)?;
+        tx.execute(
+            "UPDATE tokens SET uses = uses + 1 WHERE id = ?1",
+            [token_id],
+        )?;
+        tx.execute(
+            "INSERT INTO agents (agent_id, enrolled_at_ms, token_id, hostname, os_family, os_name,
+                                 os_version, architecture, machine_id, agent_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                new_agent_id,
+                now_ms,
+                token_id,
+                host.hostname,
+                host.os_family,
+                host.os_name,
+                host.os_version,
+                host.architecture,
+                host.machine_id,
+                host.agent_version
+            ],
+        )?;
+        tx.execute(
+            "INSERT INTO certificates (agent_id, fingerprint, der, not_before_ms, not_after_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                new_agent_id,
+                ring::digest::digest(&ring::digest::SHA256, &cert.der).as_ref(),
+                cert.der.as_ref(),
+                offset_to_ms(cert.not_before),
+                offset_to_ms(cert.not_after)
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Enrolled {
+            agent_id: new_agent_id.to_owned(),
+            cert,
+        })
+    }
+
+    /// Looks up the agent behind a certificate by the SHA-256 of its DER.
+    pub fn certificate_identity(
+        &self,
+        fingerprint: &[u8],
+    ) -> Result<Option<CertIdentity>, StoreError> {
+        let conn = self.conn();
+        Ok(conn
+            .query_row(
+                "SELECT c.agent_id, c.id, a.state FROM certificates c
+                 JOIN agents a ON a.agent_id = c.agent_id WHERE c.fingerprint = ?1",
+                [fingerprint],
+                |r| {
+                    Ok(CertIdentity {
+                        agent_id: r.get(0)?,
+                        certificate_id: r.get(1)?,
+                        agent_state: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    /// Appends a batch in one transaction: new items extend the agent's hash chain, items already
+    /// stored with identical bytes are counted as duplicates, anything else refuses the batch.
+    pub fn append_batch(
+        &self,
+        identity: &CertIdentity,
+        batch: &BatchToAppend,
+        now_ms: i64,
+    ) -> Result<Appended, AppendError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let agent_id = identity.agent_id.as_str();
+        let head: Option<(u64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT sequence, hash FROM evidence WHERE agent_id = ?1 ORDER BY sequence DESC LIMIT 1",
+                [agent_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?;
+        let mut duplicates = 0;
+        let mut first_new = batch.items.len();
+        let mut cached_batch: Option<(i64, Vec<Vec<u8>>)> = None;
+        for (index, item) in batch.items.iter().enumerate() {
+            let last_stored = match &head {
+                Some((last, _)) if item.sequence <= *last => *last,
+                _ => {
+                    first_new = index;
+                    break;
+                }
+            };
+            let existing: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT batch_id, item_index FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
+                    params![agent_id, item.sequence as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let (batch_id, item_index) = existing.ok_or(AppendError::OutOfOrder {
+                sequence: item.sequence,
+                last_stored,
+            })?;
+            if cached_batch.as_ref().map(|(id, _)| *id) != Some(batch_id) {
+                let bytes: Vec<u8> =
+                    tx.query_row("SELECT items FROM batches WHERE id = ?1", [batch_id], |r| {
+                        r.get(0)
+                    })?;
+                let items = crate::convert::split_item_list(&bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: {e}")))?;
+                cached_batch = Some((batch_id, items));
+            }
+            let stored = cached_batch
+                .as_ref()
+                .and_then(|(_, items)| items.get(item_index as usize));
+            if stored != Some(&item.bytes) {
+                return Err(AppendError::ConflictingResend {
+                    sequence: item.sequence,
+                });
+            }
+            duplicates += 1;
+        }
+        let new_items = &batch.items[first_new..];
+        if !new_items.is_empty() {
+            tx.execute(
+                "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, signature, signature_algorithm)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    agent_id,
+                    identity.certificate_id,
+                    now_ms,
+                    batch.items_bytes,
+                    batch.signature,
+                    batch.signature_algorithm
+                ],
+            )?;
+            let batch_id = tx.last_insert_rowid();
+            let mut prev_hash = head.map_or(chain::GENESIS.to_vec(), |(_, hash)| hash);
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO evidence (agent_id, sequence, batch_id, item_index, check_kind,
+                                       observed_at_ms, received_at_ms, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for (offset, item) in new_items.iter().enumerate() {
+                let hash = chain::item_hash(&prev_hash, agent_id, &item.bytes);
+                insert.execute(params![
+                    agent_id,
+                    item.sequence as i64,
+                    batch_id,
+                    (first_new + offset) as i64,
+                    item.check.number(),
+                    item.observed_at_ms,
+                    now_ms,
+                    prev_hash,
+                    hash.as_slice()
+                ])?;
+                prev_hash = hash.to_vec();
+            }
+        }
+        tx.commit()?;
+        Ok(Appended {
+            stored: new_items.len() as u64,
+            duplicates,
+        })
+    }
+
+    /// Agent ids in a stable order.
+    pub fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT agent_id FROM agents ORDER BY agent_id")?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ids)
+    }
+
+    /// Calls `visit` for each evidence row of an agent in sequence order (or of all agents,
+    /// grouped by agent), stopping early when it returns false. `visit` reads batches through
+    /// the `BatchReader` it is given, on the same connection and snapshot.
+    pub fn for_each_evidence(
+        &self,
+        agent_id: Option<&str>,
+        mut visit: impl FnMut(StoredEvidence, &BatchReader<'_>) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let reader = BatchReader { conn: &conn };
+        let mut stmt = conn.prepare(
+            "SELECT agent_id, sequence, batch_id, item_index, check_kind, observed_at_ms,
+                    received_at_ms, prev_hash, hash
+             FROM evidence WHERE (?1 IS NULL OR agent_id = ?1) ORDER BY agent_id, sequence",
+        )?;
+        let mut rows = stmt.query([agent_id])?;
+        while let Some(r) = rows.next()? {
+            let row = StoredEvidence {
+                agent_id: r.get(0)?,
+                sequence: r.get::<_, i64>(1)? as u64,
+                batch_id: r.get(2)?,
+                item_index: r.get::<_, i64>(3)? as usize,
+                check_kind: r.get(4)?,
+                observed_at_ms: r.get(5)?,
+                received_at_ms: r.get(6)?,
+                prev_hash: r.get(7)?,
+                hash: r.get(8)?,
+            };
+            if !visit(row, &reader)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn batch(&self, id: i64) -> Result<Option<StoredBatch>, StoreError> {
+        BatchReader { conn: &self.conn() }.batch(id)
+    }
+
+    /// Calls `visit` for every stored batch in the order they were received.
+    pub fn for_each_batch(
+        &self,
+        mut visit: impl FnMut(StoredBatch) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT b.id, b.agent_id, c.der, b.items, b.signature, b.signature_algorithm
+             FROM batches b JOIN certificates c ON c.id = b.certificate_id ORDER BY b.id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            visit(stored_batch(r)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads batches on a connection already held (see `Store::for_each_evidence`).
+#[derive(Debug)]
+pub struct BatchReader<'a> {
+    conn: &'a Connection,
+}
+
+impl BatchReader<'_> {
+    pub fn batch(&self, id: i64) -> Result<Option<StoredBatch>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT b.id, b.agent_id, c.der, b.items, b.signature, b.signature_algorithm
+                 FROM batches b JOIN certificates c ON c.id = b.certificate_id WHERE b.id = ?1",
+            )?
+            .query_row([id], stored_batch)
+            .optional()?)
+    }
+}
+
+fn stored_batch(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredBatch> {
+    Ok(StoredBatch {
+        id: r.get(0)?,
+        agent_id: r.get(1)?,
+        certificate_der: r.get(2)?,
+        items: r.get(3)?,
+        signature: r.get(4)?,
+        signature_algorithm: r.get(5)?,
+    })
+}
+
+fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(())
+}
+
+fn offset_to_ms(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+    }
+}
