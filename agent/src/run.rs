@@ -75,11 +75,12 @@ pub async fn run(
             .await
             .context("deliver evidence (it stays in the spool and is sent on the next run)")?;
         println!(
-            "delivered {} item(s) in {} batch(es) to {} as {}",
-            delivered.stored + delivered.duplicates,
+            "delivered {} batch(es) to {} as {}: {} item(s) stored, {} already stored",
             delivered.batches,
             credentials.collector,
-            credentials.enrollment.agent_id
+            credentials.enrollment.agent_id,
+            delivered.stored,
+            delivered.duplicates
         );
         return Ok(());
     }

@@ -1,1 +1,255 @@
+//! Harness for end-to-end tests: the real `evident-collector` and `evident-agent` binaries,
+//! started as processes on 127.0.0.1 with their data in temporary directories.
+//!
+//! The binaries are found next to the test executable's directory (`target/<profile>/`); build
+//! them first with `cargo build --workspace --bins` (scripts/test does).
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary built beside the running test.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins` (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// A finished command's output, with both streams as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: Output) -> Run {
+        Run {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// Panics with both streams unless the command succeeded.
+    pub fn expect_ok(self, what: &str) -> Run {
+        assert!(self.ok(), "{what} failed: {self:#?}");
+        self
+    }
+}
+
+pub fn run(program: &Path, args: &[&str]) -> Run {
+    Run::from(
+        Command::new(program)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", program.display())),
+    )
+}
+
+/// A running collector; killed when dropped.
+#[derive(Debug)]
+pub struct Collector {
+    pub data_dir: PathBuf,
+    pub address: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Collector {
+    /// Starts `serve` on an ephemeral loopback port and waits until it listens.
+    pub fn start(data_dir: &Path) -> Collector {
+        Collector::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    pub fn start_on(data_dir: &Path, listen: &str) -> Collector {
+        let addr_file = data_dir.join("grpc.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("open collector log");
+        let child = Command::new(binary("evident-collector"))
+            .args(["serve", "--data-dir"])
+            .arg(data_dir)
+            .args(["--grpc-listen", listen])
+            .env("RUST_LOG", "info,evident_collector=debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn evident-collector serve");
+        let mut collector = Collector {
+            data_dir: data_dir.to_owned(),
+            address: String::new(),
+            child,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&addr_file)
+                && text.ends_with('\n')
+            {
+                collector.address = text.trim().to_owned();
+                return collector;
+            }
+            if let Ok(Some(status)) = collector.child.try_wait() {
+                panic!("collector exited with {status}: {}", collector.log());
+            }
+            assert!(Instant::now() < deadline, "collector did not start: {}", collector.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.address)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs an admin command against this collector's data directory.
+    pub fn admin(&self, args: &[&str]) -> Run {
+        let mut full: Vec<&str> = args.to_vec();
+        let dir = self.data_dir.to_str().expect("utf-8 path");
+        full.extend(["--data-dir", dir]);
+        run(&binary("evident-collector"), &full)
+    }
+
+    pub fn token(&self, extra: &[&str]) -> String {
+        let mut args = vec!["token", "create"];
+        args.extend(extra);
+        self.admin(&args).expect_ok("token create").stdout.trim().to_owned()
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.admin(&["ca", "fingerprint"])
+            .expect_ok("ca fingerprint")
+            .stdout
+            .trim()
+            .to_owned()
+    }
+
+    /// `evidence list --json`, parsed.
+    pub fn evidence(&self, agent: Option<&str>) -> Vec<serde_json::Value> {
+        let mut args = vec!["evidence", "list", "--json"];
+        if let Some(agent) = agent {
+            args.extend(["--agent", agent]);
+        }
+        let out = self.admin(&args).expect_ok("evidence list");
+        serde_json::from_str(&out.stdout).expect("evidence list prints JSON")
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("collector.db")
+    }
+
+    /// Stops the process (SIGKILL) and waits for it.
+    pub fn stop(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data_dir.clone()
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An agent's state directory and the commands run on it.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub state_dir: PathBuf,
+}
+
+impl Agent {
+    pub fn new(state_dir: &Path) -> Agent {
+        Agent {
+            state_dir: state_dir.to_owned(),
+        }
+    }
+
+    fn dir(&self) -> &str {
+        self.state_dir.to_str().expect("utf-8 path")
+    }
+
+    pub fn enroll(&self, url: &str, token: &str, fingerprint: &str) -> Run {
+        run(
+            &binary("evident-agent"),
+            &[
+                "enroll",
+                "--collector",
+                url,
+                "--token",
+                token,
+                "--ca-fingerprint",
+                fingerprint,
+                "--state-dir",
+                self.dir(),
+            ],
+        )
+    }
+
+    /// Enrols with a fresh token and returns the agent id.
+    pub fn enroll_with(&self, collector: &Collector) -> String {
+        let out = self
+            .enroll(&collector.url(), &collector.token(&[]), &collector.fingerprint())
+            .expect_ok("enroll");
+        out.stdout
+            .trim()
+            .strip_prefix("enrolled as ")
+            .expect("enroll prints the agent id")
+            .to_owned()
+    }
+
+    pub fn run_once(&self) -> Run {
+        run(&binary("evident-agent"), &["run", "--once", "--state-dir", self.dir()])
+    }
+
+    pub fn spool_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.state_dir.join("spool"))
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+}
+
+/// Recursively copies a directory (for tampering with a copy of a collector's data).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
