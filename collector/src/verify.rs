@@ -22,7 +22,7 @@ pub struct Report {
     pub agents: usize,
     pub items: u64,
     pub batches: u64,
-    /// At most one break per agent: the one with the lowest sequence.
+    /// At most one break per agent: its lowest broken sequence, with everything wrong there.
     pub breaks: Vec<Break>,
 }
 
@@ -39,8 +39,13 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             sequence,
             what,
         };
-        match breaks.get(agent_id) {
-            Some(existing) if existing.sequence <= sequence => {}
+        match breaks.get_mut(agent_id) {
+            Some(existing) if existing.sequence < sequence => {}
+            // Everything wrong with the first broken item is worth saying.
+            Some(existing) if existing.sequence == sequence => {
+                existing.what.push_str("; ");
+                existing.what.push_str(&candidate.what);
+            }
             _ => {
                 breaks.insert(agent_id.to_owned(), candidate);
             }

@@ -117,7 +117,11 @@ impl Collector {
             if let Ok(Some(status)) = collector.child.try_wait() {
                 panic!("collector exited with {status}: {}", collector.log());
             }
-            assert!(Instant::now() < deadline, "collector did not start: {}", collector.log());
+            assert!(
+                Instant::now() < deadline,
+                "collector did not start: {}",
+                collector.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -141,7 +145,11 @@ impl Collector {
     pub fn token(&self, extra: &[&str]) -> String {
         let mut args = vec!["token", "create"];
         args.extend(extra);
-        self.admin(&args).expect_ok("token create").stdout.trim().to_owned()
+        self.admin(&args)
+            .expect_ok("token create")
+            .stdout
+            .trim()
+            .to_owned()
     }
 
     pub fn fingerprint(&self) -> String {
@@ -218,7 +226,11 @@ impl Agent {
     /// Enrols with a fresh token and returns the agent id.
     pub fn enroll_with(&self, collector: &Collector) -> String {
         let out = self
-            .enroll(&collector.url(), &collector.token(&[]), &collector.fingerprint())
+            .enroll(
+                &collector.url(),
+                &collector.token(&[]),
+                &collector.fingerprint(),
+            )
             .expect_ok("enroll");
         out.stdout
             .trim()
@@ -228,7 +240,10 @@ impl Agent {
     }
 
     pub fn run_once(&self) -> Run {
-        run(&binary("evident-agent"), &["run", "--once", "--state-dir", self.dir()])
+        run(
+            &binary("evident-agent"),
+            &["run", "--once", "--state-dir", self.dir()],
+        )
     }
 
     pub fn spool_files(&self) -> Vec<PathBuf> {

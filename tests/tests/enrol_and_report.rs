@@ -11,12 +11,22 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
     let enrolled = agent
         .enroll(&collector.url(), &token, &collector.fingerprint())
         .expect_ok("enroll");
-    let agent_id = enrolled.stdout.trim().trim_start_matches("enrolled as ").to_owned();
+    let agent_id = enrolled
+        .stdout
+        .trim()
+        .trim_start_matches("enrolled as ")
+        .to_owned();
     assert!(agent_id.starts_with("agt-"), "{enrolled:?}");
 
     let delivered = agent.run_once().expect_ok("run --once");
-    assert!(delivered.stdout.contains("1 item(s) stored"), "{delivered:?}");
-    assert!(agent.spool_files().is_empty(), "acked evidence leaves the spool");
+    assert!(
+        delivered.stdout.contains("1 item(s) stored"),
+        "{delivered:?}"
+    );
+    assert!(
+        agent.spool_files().is_empty(),
+        "acked evidence leaves the spool"
+    );
 
     let evidence = collector.evidence(Some(&agent_id));
     assert_eq!(evidence.len(), 1, "{evidence:#?}");
@@ -30,28 +40,53 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
     assert_eq!(facts["os_family"], "linux");
     assert_eq!(facts["agent_version"], env!("CARGO_PKG_VERSION"));
 
-    let table = collector.admin(&["evidence", "list"]).expect_ok("evidence list");
-    assert!(table.stdout.contains(&agent_id) && table.stdout.contains("inventory"), "{table:?}");
+    let table = collector
+        .admin(&["evidence", "list"])
+        .expect_ok("evidence list");
+    assert!(
+        table.stdout.contains(&agent_id) && table.stdout.contains("inventory"),
+        "{table:?}"
+    );
     let verified = collector.admin(&["verify"]).expect_ok("verify");
     assert!(verified.stdout.contains("checked 1 items"), "{verified:?}");
 
     // Secrets stay where they belong: the token is not in the collector's log or the agent's
     // state, and the agent's private key is only in agent.key, with mode 0600.
-    assert!(!collector.log().contains(&token[4..]), "token leaked into the collector log");
+    assert!(
+        !collector.log().contains(&token[4..]),
+        "token leaked into the collector log"
+    );
     let key = std::fs::read_to_string(agent.state_dir.join("agent.key")).expect("agent.key");
     // Skip the ASN.1 prefix every P-256 PKCS#8 key shares; look for the random part.
     let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
-    for entry in walk(&agent.state_dir).into_iter().chain(walk(&collector.data_dir)) {
+    for entry in walk(&agent.state_dir)
+        .into_iter()
+        .chain(walk(&collector.data_dir))
+    {
         let bytes = std::fs::read(&entry).expect("read");
         let text = String::from_utf8_lossy(&bytes);
-        assert!(!text.contains(&token[4..]), "token found in {}", entry.display());
+        assert!(
+            !text.contains(&token[4..]),
+            "token found in {}",
+            entry.display()
+        );
         if !entry.ends_with("agent.key") {
-            assert!(!text.contains(&key_body[48..96]), "agent key found in {}", entry.display());
+            assert!(
+                !text.contains(&key_body[48..96]),
+                "agent key found in {}",
+                entry.display()
+            );
         }
     }
     use std::os::unix::fs::PermissionsExt;
-    for private in [agent.state_dir.join("agent.key"), collector.data_dir.join("tls/ca.key")] {
-        let mode = std::fs::metadata(&private).expect("stat").permissions().mode();
+    for private in [
+        agent.state_dir.join("agent.key"),
+        collector.data_dir.join("tls/ca.key"),
+    ] {
+        let mode = std::fs::metadata(&private)
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{}", private.display());
     }
 }
@@ -78,14 +113,20 @@ fn reused_expired_and_malformed_tokens_and_a_wrong_fingerprint_are_refused() {
     let agent = |name: &str| Agent::new(&tmp.path().join(name));
 
     let token = collector.token(&["--uses", "1"]);
-    agent("first").enroll(&url, &token, &fingerprint).expect_ok("first use");
+    agent("first")
+        .enroll(&url, &token, &fingerprint)
+        .expect_ok("first use");
     let reused = agent("second").enroll(&url, &token, &fingerprint);
     assert!(!reused.ok());
     assert!(reused.stderr.contains("already used"), "{reused:?}");
 
     let two_uses = collector.token(&["--uses", "2"]);
-    agent("third").enroll(&url, &two_uses, &fingerprint).expect_ok("use 1 of 2");
-    agent("fourth").enroll(&url, &two_uses, &fingerprint).expect_ok("use 2 of 2");
+    agent("third")
+        .enroll(&url, &two_uses, &fingerprint)
+        .expect_ok("use 1 of 2");
+    agent("fourth")
+        .enroll(&url, &two_uses, &fingerprint)
+        .expect_ok("use 2 of 2");
     assert!(!agent("fifth").enroll(&url, &two_uses, &fingerprint).ok());
 
     let short_lived = collector.token(&["--ttl", "1s"]);
@@ -104,18 +145,28 @@ fn reused_expired_and_malformed_tokens_and_a_wrong_fingerprint_are_refused() {
     let mismatch = agent("pinned").enroll(&url, &fresh, &wrong);
     assert!(!mismatch.ok());
     assert!(
-        mismatch.stderr.contains(&format!("has CA fingerprint {fingerprint}"))
+        mismatch
+            .stderr
+            .contains(&format!("has CA fingerprint {fingerprint}"))
             && mismatch.stderr.contains(&wrong),
         "{mismatch:?}"
     );
-    assert!(!tmp.path().join("pinned/agent.key").exists(), "no key kept after a refusal");
+    assert!(
+        !tmp.path().join("pinned/agent.key").exists(),
+        "no key kept after a refusal"
+    );
     // The refusal did not consume the token: the right fingerprint still enrols with it.
-    agent("pinned-right").enroll(&url, &fresh, &fingerprint).expect_ok("after mismatch");
+    agent("pinned-right")
+        .enroll(&url, &fresh, &fingerprint)
+        .expect_ok("after mismatch");
 
     let bad_url = agent("x").enroll("http://127.0.0.1:1", &fresh, &fingerprint);
     assert!(bad_url.stderr.contains("https://"), "{bad_url:?}");
     let bad_fp = agent("y").enroll(&url, &fresh, "12:34");
-    assert!(bad_fp.stderr.contains("evident-collector ca fingerprint"), "{bad_fp:?}");
+    assert!(
+        bad_fp.stderr.contains("evident-collector ca fingerprint"),
+        "{bad_fp:?}"
+    );
 }
 
 #[test]
@@ -138,12 +189,18 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
 
     let collector = Collector::start_on(&data_dir, &address);
     let first = agent.run_once().expect_ok("deliver after outage");
-    assert!(first.stdout.contains("2 item(s) stored, 0 already stored"), "{first:?}");
+    assert!(
+        first.stdout.contains("2 item(s) stored, 0 already stored"),
+        "{first:?}"
+    );
 
     // Put the delivered batch back, as if its ack had been lost: it is sent again.
     std::fs::copy(&saved, &spooled[0]).expect("restore spool file");
     let resend = agent.run_once().expect_ok("resend");
-    assert!(resend.stdout.contains("1 item(s) stored, 1 already stored"), "{resend:?}");
+    assert!(
+        resend.stdout.contains("1 item(s) stored, 1 already stored"),
+        "{resend:?}"
+    );
 
     let sequences: Vec<u64> = collector
         .evidence(Some(&agent_id))
@@ -170,21 +227,42 @@ fn bad_configuration_names_the_key_and_what_to_do() {
     std::fs::write(&agent_config, "interval_secs = \"hourly\"\n").expect("write");
     let out = run(
         &binary("evident-agent"),
-        &["run", "--config", agent_config.to_str().expect("path"), "--state-dir", "/nonexistent"],
+        &[
+            "run",
+            "--config",
+            agent_config.to_str().expect("path"),
+            "--state-dir",
+            "/nonexistent",
+        ],
     );
     assert_eq!(out.code, Some(2), "{out:?}");
     assert!(out.stderr.contains("interval_secs"), "{out:?}");
 
     let not_enrolled = run(
         &binary("evident-agent"),
-        &["run", "--once", "--state-dir", tmp.path().join("none").to_str().expect("path")],
+        &[
+            "run",
+            "--once",
+            "--state-dir",
+            tmp.path().join("none").to_str().expect("path"),
+        ],
     );
-    assert!(not_enrolled.stderr.contains("evident-agent enroll"), "{not_enrolled:?}");
+    assert!(
+        not_enrolled.stderr.contains("evident-agent enroll"),
+        "{not_enrolled:?}"
+    );
 
     let no_data = run(
         &binary("evident-collector"),
-        &["verify", "--data-dir", tmp.path().join("nothing").to_str().expect("path")],
+        &[
+            "verify",
+            "--data-dir",
+            tmp.path().join("nothing").to_str().expect("path"),
+        ],
     );
     assert_eq!(no_data.code, Some(2));
-    assert!(no_data.stderr.contains("evident-collector serve"), "{no_data:?}");
+    assert!(
+        no_data.stderr.contains("evident-collector serve"),
+        "{no_data:?}"
+    );
 }

@@ -10,7 +10,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 fn credentials(agent: &Agent) -> Credentials {
-    StateDir::new(&agent.state_dir).credentials().expect("credentials")
+    StateDir::new(&agent.state_dir)
+        .credentials()
+        .expect("credentials")
 }
 
 fn collector_ca(collector: &Collector) -> CertificateDer<'static> {
@@ -21,7 +23,7 @@ fn collector_ca(collector: &Collector) -> CertificateDer<'static> {
 async fn report_once(
     url: &str,
     tls_config: rustls::ClientConfig,
-    request: impl Message + Default + Send + Sync + 'static,
+    request: impl Message + Default + 'static,
 ) -> Result<v1::Ack, String> {
     let channel = tls::connect(&CollectorUrl::parse(url).expect("url"), tls_config)
         .await
@@ -95,7 +97,12 @@ fn forged_items(sequence: u64, hostname: &str, claimed_agent: &str) -> Vec<u8> {
     list
 }
 
-fn signed(key_pem: &str, batch_id: u64, items: Vec<u8>, claimed_agent: &str) -> ForgedReportRequest {
+fn signed(
+    key_pem: &str,
+    batch_id: u64,
+    items: Vec<u8>,
+    claimed_agent: &str,
+) -> ForgedReportRequest {
     let key = KeyPair::from_pem(key_pem).expect("key");
     ForgedReportRequest {
         batch: Some(ForgedBatch {
@@ -141,7 +148,10 @@ async fn a_certificate_from_another_ca_or_none_at_all_cannot_report() {
     )
     .await;
     let error = anonymous.expect_err("refused");
-    assert!(error.contains("Unauthenticated") && error.contains("client certificate is required"), "{error}");
+    assert!(
+        error.contains("Unauthenticated") && error.contains("client certificate is required"),
+        "{error}"
+    );
 
     assert!(ours.evidence(None).is_empty(), "nothing was stored");
     // The collector still serves a legitimate agent afterwards.
@@ -170,7 +180,12 @@ async fn no_message_field_can_store_evidence_under_another_agents_id() {
     let ack = report_once(
         &collector.url(),
         mutual(&creds, ca.clone()),
-        signed(&creds.key_pem, 1, forged_items(1, "forged-host", &victim_id), &victim_id),
+        signed(
+            &creds.key_pem,
+            1,
+            forged_items(1, "forged-host", &victim_id),
+            &victim_id,
+        ),
     )
     .await
     .expect("the collector accepts the batch for the attacker itself");
@@ -183,7 +198,10 @@ async fn no_message_field_can_store_evidence_under_another_agents_id() {
     );
     let attackers = collector.evidence(Some(&attacker_id));
     assert_eq!(attackers.len(), 1);
-    assert_eq!(attackers[0]["item"]["outcome"]["inventory"]["hostname"], "forged-host");
+    assert_eq!(
+        attackers[0]["item"]["outcome"]["inventory"]["hostname"],
+        "forged-host"
+    );
 
     // A batch signed with someone else's key is refused, whoever the connection belongs to.
     let victim_key = credentials(&victim).key_pem;
@@ -196,7 +214,9 @@ async fn no_message_field_can_store_evidence_under_another_agents_id() {
     let error = refused.expect_err("foreign signature");
     assert!(error.contains("signature does not match"), "{error}");
     assert_eq!(collector.evidence(Some(&attacker_id)).len(), 1);
-    collector.admin(&["verify"]).expect_ok("verify after the attempts");
+    collector
+        .admin(&["verify"])
+        .expect_ok("verify after the attempts");
 }
 
 #[tokio::test]
@@ -217,7 +237,10 @@ async fn a_malformed_batch_is_refused_with_the_reason_and_nothing_is_lost() {
     )
     .await;
     let error = refused.expect_err("garbage");
-    assert!(error.contains("InvalidArgument") && error.contains("not a valid encoded ItemList"), "{error}");
+    assert!(
+        error.contains("InvalidArgument") && error.contains("not a valid encoded ItemList"),
+        "{error}"
+    );
 
     let backwards = report_once(
         &collector.url(),
@@ -226,7 +249,10 @@ async fn a_malformed_batch_is_refused_with_the_reason_and_nothing_is_lost() {
     )
     .await;
     let error = backwards.expect_err("reused sequence with new content");
-    assert!(error.contains("already stored with different content"), "{error}");
+    assert!(
+        error.contains("already stored with different content"),
+        "{error}"
+    );
 
     agent.run_once().expect_ok("the collector still serves");
     assert_eq!(collector.evidence(None).len(), 2);
