@@ -73,7 +73,7 @@ pub(crate) enum Fact {
 }
 
 impl Fact {
-    const ALL: [Fact; 11] = [
+    pub(crate) const ALL: [Fact; 11] = [
         Fact::Hostname,
         Fact::OsName,
         Fact::OsVersion,

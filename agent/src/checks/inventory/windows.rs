@@ -32,19 +32,7 @@ pub(super) async fn collect(host: &Host, facts: &mut InventoryFacts) {
     let report = match parsed {
         Ok(report) => report,
         Err(reason) => {
-            for fact in [
-                Fact::Hostname,
-                Fact::OsName,
-                Fact::OsVersion,
-                Fact::OsBuild,
-                Fact::KernelVersion,
-                Fact::Architecture,
-                Fact::MachineId,
-                Fact::HardwareVendor,
-                Fact::HardwareModel,
-                Fact::HardwareSerial,
-                Fact::BootTime,
-            ] {
+            for fact in Fact::ALL {
                 facts.unreadable(fact, reason.clone());
             }
             return;
