@@ -266,3 +266,42 @@ fn bad_configuration_names_the_key_and_what_to_do() {
         "{no_data:?}"
     );
 }
+
+#[test]
+fn the_daemon_reports_at_start_and_stops_cleanly_on_sigterm() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(&tmp.path().join("collector"));
+    let agent = Agent::new(&tmp.path().join("agent"));
+    let agent_id = agent.enroll_with(&collector);
+    let config = tmp.path().join("agent.toml");
+    std::fs::write(&config, "interval_secs = 3600\njitter_secs = 0\n").expect("write config");
+    let mut daemon = std::process::Command::new(binary("evident-agent"))
+        .args([
+            "run",
+            "--config",
+            config.to_str().expect("path"),
+            "--state-dir",
+        ])
+        .arg(&agent.state_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn agent run");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while collector.evidence(Some(&agent_id)).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon delivered nothing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let exit = daemon.wait().expect("wait for agent");
+    assert!(exit.success(), "agent exits 0 on SIGTERM: {exit:?}");
+    assert!(agent.spool_files().is_empty());
+    assert_eq!(collector.evidence(Some(&agent_id)).len(), 1);
+}
