@@ -30,7 +30,8 @@ pub struct EvidenceService {
 #[derive(Debug, Clone)]
 struct Sender {
     identity: CertIdentity,
-    cert_der: Vec<u8>,
+    /// The public key of the connection's certificate, which must have signed every batch.
+    public_key: Vec<u8>,
 }
 
 impl EvidenceService {
@@ -75,7 +76,10 @@ impl EvidenceService {
                 identity.agent_id, identity.agent_state
             )));
         }
-        Ok(Sender { identity, cert_der })
+        Ok(Sender {
+            identity,
+            public_key: signature::public_key_of(&cert_der)?,
+        })
     }
 }
 
@@ -147,8 +151,8 @@ async fn handle_batch(
 ) -> Result<v1::Ack, RpcError> {
     let batch_id = batch.batch_id;
     let validated = validate_batch(batch, limits.max_batch_items)?;
-    signature::verify_batch(
-        &sender.cert_der,
+    signature::verify_with_key(
+        &sender.public_key,
         validated.signature_algorithm,
         &validated.items_bytes,
         &validated.signature,

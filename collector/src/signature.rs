@@ -28,6 +28,13 @@ pub fn agent_id_of(cert_der: &[u8]) -> Result<String, SignatureError> {
     Ok(cn.to_owned())
 }
 
+/// The raw public key (an uncompressed P-256 point) of a certificate, for `verify_with_key`.
+pub fn public_key_of(cert_der: &[u8]) -> Result<Vec<u8>, SignatureError> {
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| SignatureError::Certificate(e.to_string()))?;
+    Ok(cert.public_key().subject_public_key.data.to_vec())
+}
+
 /// Checks that `signature` was made over `items` by the key of `cert_der`.
 pub fn verify_batch(
     cert_der: &[u8],
@@ -35,15 +42,23 @@ pub fn verify_batch(
     items: &[u8],
     signature: &[u8],
 ) -> Result<(), SignatureError> {
+    verify_with_key(&public_key_of(cert_der)?, algorithm, items, signature)
+}
+
+/// Checks a batch signature against a public key already taken from the certificate (once per
+/// stream on the ingest path, instead of parsing the certificate for every batch).
+pub fn verify_with_key(
+    public_key: &[u8],
+    algorithm: i32,
+    items: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
     if algorithm != SignatureAlgorithm::EcdsaP256Sha256 as i32 {
         return Err(SignatureError::UnsupportedAlgorithm(algorithm));
     }
-    let (_, cert) = X509Certificate::from_der(cert_der)
-        .map_err(|e| SignatureError::Certificate(e.to_string()))?;
-    let public_key = &cert.public_key().subject_public_key.data;
     let key = ring::signature::UnparsedPublicKey::new(
         &ring::signature::ECDSA_P256_SHA256_ASN1,
-        public_key.as_ref(),
+        public_key,
     );
     key.verify(&evident_proto::batch_signing_input(items), signature)
         .map_err(|_| SignatureError::Mismatch)
