@@ -201,51 +201,11 @@ pub fn parse_cim_datetime(raw: &str) -> Option<i64> {
     parse_iso8601(raw)
 }
 
+/// PowerShell 7's ISO 8601 form, e.g. `2023-11-14T23:13:20.5000000+01:00`.
 fn parse_iso8601(raw: &str) -> Option<i64> {
-    let (date, time) = raw.split_once(['T', ' '])?;
-    let mut date_parts = date.splitn(3, '-');
-    let year: i64 = date_parts.next()?.parse().ok()?;
-    let month: i64 = date_parts.next()?.parse().ok()?;
-    let day: i64 = date_parts.next()?.parse().ok()?;
-    let (clock, offset_secs) = if let Some(clock) = time.strip_suffix('Z') {
-        (clock, 0)
-    } else {
-        let at = time.rfind(['+', '-'])?;
-        let (clock, offset) = time.split_at(at);
-        let sign = if offset.starts_with('-') { -1 } else { 1 };
-        let (h, m) = offset[1..].split_once(':')?;
-        let offset: i64 = h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60;
-        (clock, sign * offset)
-    };
-    let (hms, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut hms_parts = hms.splitn(3, ':');
-    let hour: i64 = hms_parts.next()?.parse().ok()?;
-    let minute: i64 = hms_parts.next()?.parse().ok()?;
-    let second: i64 = hms_parts.next()?.parse().ok()?;
-    let valid = (1..=12).contains(&month)
-        && (1..=31).contains(&day)
-        && hour < 24
-        && minute < 60
-        && second < 61
-        && fraction.chars().all(|c| c.is_ascii_digit());
-    if !valid {
-        return None;
-    }
-    let millis: i64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    secs.checked_mul(1000)?.checked_add(millis)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let parsed =
+        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 #[cfg(test)]
