@@ -123,15 +123,85 @@ pub async fn check(args: CheckCli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_observation(observation: &Observation) -> anyhow::Result<()> {
-    let when = u64::try_from(observation.observed_at_unix_ms)
+fn format_ms(ms: i64) -> String {
+    u64::try_from(ms)
         .map(|ms| {
             humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
             )
             .to_string()
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|_| format!("{ms} ms"))
+}
+
+/// The patch facts for people: counts first, then the security updates, then the rest.
+fn print_patch(facts: &checks::patch::PatchFacts) {
+    let managers = facts
+        .managers
+        .iter()
+        .map(|m| format!("{} {}", m.name, m.version.as_deref().unwrap_or("(version unknown)")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let when = |ms: Option<i64>| ms.map_or_else(|| "(not known)".to_owned(), format_ms);
+    println!("  managers          {managers}");
+    println!(
+        "  pending           {} ({} security)",
+        facts.pending_count(),
+        facts.pending_security_count()
+    );
+    println!("  last install      {}", when(facts.last_install_unix_ms));
+    println!("  metadata refresh  {}", when(facts.metadata_refreshed_unix_ms));
+    match &facts.automatic_updates {
+        Some(auto) => println!(
+            "  automatic updates {} via {} ({})",
+            if auto.install_enabled { "install" } else { "off" },
+            auto.mechanism,
+            auto.settings.join("; ")
+        ),
+        None => println!("  automatic updates (not known)"),
+    }
+    match facts.reboot.required {
+        Some(true) => {
+            println!("  reboot required   yes, since {}", when(facts.reboot.since_unix_ms));
+            for reason in &facts.reboot.reasons {
+                println!("    {}: {}", reason.source, reason.detail);
+            }
+        }
+        Some(false) => println!("  reboot required   no"),
+        None => println!("  reboot required   (not known)"),
+    }
+    let mut pending: Vec<_> = facts.pending.iter().collect();
+    pending.sort_by_key(|u| !u.security);
+    for update in pending {
+        let mut flags = Vec::new();
+        if update.security {
+            flags.push("security");
+        }
+        if update.held {
+            flags.push("held");
+        }
+        if update.phased {
+            flags.push("phased");
+        }
+        if update.restart_required == Some(true) {
+            flags.push("restart");
+        }
+        println!(
+            "    {} {} -> {}{}{}",
+            update.name,
+            update.installed_version.as_deref().unwrap_or("?"),
+            update.available_version.as_deref().unwrap_or("?"),
+            if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) },
+            if update.origins.is_empty() { String::new() } else { format!(" from {}", update.origins.join(", ")) },
+        );
+    }
+    for u in &facts.unreadable {
+        println!("  unreadable        {}: {}", u.fact, u.reason);
+    }
+}
+
+fn print_observation(observation: &Observation) -> anyhow::Result<()> {
+    let when = format_ms(observation.observed_at_unix_ms);
     println!("{} (observed {when})", observation.check);
     let facts = match &observation.outcome {
         Outcome::Error(error) => {
@@ -139,6 +209,10 @@ fn print_observation(observation: &Observation) -> anyhow::Result<()> {
             return Ok(());
         }
         Outcome::Inventory(facts) => serde_json::to_value(facts)?,
+        Outcome::Patch(facts) => {
+            print_patch(facts);
+            return Ok(());
+        }
     };
     if let serde_json::Value::Object(map) = facts {
         for (key, value) in map {

@@ -3,11 +3,13 @@
 use evident_proto::v1;
 
 use crate::checks::inventory::InventoryFacts;
-use crate::checks::{CheckKind, Observation, Outcome};
+use crate::checks::patch::PatchFacts;
+use crate::checks::{CheckKind, Observation, Outcome, UnreadableFact};
 
 pub fn evidence_item(sequence: u64, observation: &Observation) -> v1::EvidenceItem {
     let outcome = match &observation.outcome {
         Outcome::Inventory(facts) => v1::evidence_item::Outcome::Inventory(inventory(facts)),
+        Outcome::Patch(facts) => v1::evidence_item::Outcome::Patch(patch(facts)),
         Outcome::Error(error) => v1::evidence_item::Outcome::Error(v1::CheckError {
             reason: error.reason.clone(),
             source: error.source.clone().unwrap_or_default(),
@@ -24,6 +26,7 @@ pub fn evidence_item(sequence: u64, observation: &Observation) -> v1::EvidenceIt
 fn check_kind(kind: CheckKind) -> v1::CheckKind {
     match kind {
         CheckKind::Inventory => v1::CheckKind::Inventory,
+        CheckKind::Patch => v1::CheckKind::Patch,
     }
 }
 
@@ -42,14 +45,72 @@ fn inventory(f: &InventoryFacts) -> v1::InventoryFacts {
         hardware_serial: f.hardware_serial.clone(),
         boot_time_unix_ms: f.boot_time_unix_ms,
         agent_version: f.agent_version.clone(),
-        unreadable: f
-            .unreadable
+        unreadable: unreadable(&f.unreadable),
+    }
+}
+
+fn unreadable(facts: &[UnreadableFact]) -> Vec<v1::UnreadableFact> {
+    facts
+        .iter()
+        .map(|u| v1::UnreadableFact {
+            fact: u.fact.clone(),
+            reason: u.reason.clone(),
+        })
+        .collect()
+}
+
+fn patch(f: &PatchFacts) -> v1::PatchFacts {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    v1::PatchFacts {
+        managers: f
+            .managers
             .iter()
-            .map(|u| v1::UnreadableFact {
-                fact: u.fact.clone(),
-                reason: u.reason.clone(),
+            .map(|m| v1::PackageManager {
+                name: m.name.clone(),
+                version: m.version.clone(),
             })
             .collect(),
+        pending: f
+            .pending
+            .iter()
+            .map(|u| v1::PendingUpdate {
+                name: u.name.clone(),
+                architecture: u.architecture.clone(),
+                installed_version: u.installed_version.clone(),
+                available_version: u.available_version.clone(),
+                security: u.security,
+                classification_source: u.classification_source.clone(),
+                origins: u.origins.clone(),
+                advisories: u.advisories.clone(),
+                severity: u.severity.clone(),
+                held: u.held,
+                phased: u.phased,
+                restart_required: u.restart_required,
+            })
+            .collect(),
+        pending_count: count(f.pending_count()),
+        pending_security_count: count(f.pending_security_count()),
+        last_install_unix_ms: f.last_install_unix_ms,
+        metadata_refreshed_unix_ms: f.metadata_refreshed_unix_ms,
+        automatic_updates: f.automatic_updates.as_ref().map(|a| v1::AutomaticUpdates {
+            mechanism: a.mechanism.clone(),
+            install_enabled: a.install_enabled,
+            settings: a.settings.clone(),
+        }),
+        reboot: Some(v1::RebootFacts {
+            required: f.reboot.required,
+            reasons: f
+                .reboot
+                .reasons
+                .iter()
+                .map(|r| v1::RebootReason {
+                    source: r.source.clone(),
+                    detail: r.detail.clone(),
+                })
+                .collect(),
+            since_unix_ms: f.reboot.since_unix_ms,
+        }),
+        unreadable: unreadable(&f.unreadable),
     }
 }
 

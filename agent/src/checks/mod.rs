@@ -6,6 +6,7 @@
 //! panics and never makes the other checks fail.
 
 pub mod inventory;
+pub mod patch;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,16 +21,19 @@ use crate::host::Host;
 pub enum CheckKind {
     /// Host identity and platform facts (ISO 27001:2022 A.5.9).
     Inventory,
+    /// Pending and security updates, last install, automatic updates, pending reboot (A.8.8).
+    Patch,
 }
 
 impl CheckKind {
     /// Every check, in the order `run_all` runs them.
-    pub const ALL: &'static [CheckKind] = &[CheckKind::Inventory];
+    pub const ALL: &'static [CheckKind] = &[CheckKind::Inventory, CheckKind::Patch];
 
     /// The snake_case name used in evidence, logs and the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
             CheckKind::Inventory => "inventory",
+            CheckKind::Patch => "patch",
         }
     }
 }
@@ -57,7 +61,17 @@ pub struct Observation {
 #[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Inventory(inventory::InventoryFacts),
+    Patch(patch::PatchFacts),
     Error(CheckError),
+}
+
+/// A fact a check tried to read and could not: an absent fact is never silent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadableFact {
+    /// The fact's field name, e.g. `hardware_serial` or `last_install`.
+    pub fact: String,
+    /// Why, e.g. `permission denied: /sys/class/dmi/id/product_serial`.
+    pub reason: String,
 }
 
 /// Why a check could not run.
@@ -108,6 +122,7 @@ pub async fn run(kind: CheckKind, host: &Host) -> Observation {
     let outcome = async {
         let outcome = match kind {
             CheckKind::Inventory => inventory::collect(host).await.map(Outcome::Inventory),
+            CheckKind::Patch => patch::collect(host).await.map(Outcome::Patch),
         };
         match outcome {
             Ok(outcome) => outcome,

@@ -231,15 +231,21 @@ impl Host {
 
     /// Reads a whole text file (lossy UTF-8), at most [`MAX_FILE_BYTES`].
     pub async fn read_file(&self, path: &str) -> Result<String, HostError> {
+        self.read_bytes(path)
+            .await
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Reads a whole file as raw bytes (a compressed log, a time-zone file), at most
+    /// [`MAX_FILE_BYTES`].
+    pub async fn read_bytes(&self, path: &str) -> Result<Vec<u8>, HostError> {
         tracing::debug!(path, "read file");
         match &self.mode {
-            Mode::Live => live::read_file(path, MAX_FILE_BYTES)
-                .await
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            Mode::Live => live::read_file(path, MAX_FILE_BYTES).await,
             Mode::Recording(recorder) => {
                 let result = live::read_file(path, MAX_FILE_BYTES).await;
                 recorder.record_file(path, &result).await;
-                result.map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                result
             }
             Mode::Replay(replay) => replay.read_file(path).await,
         }

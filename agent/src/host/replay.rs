@@ -82,7 +82,7 @@ impl Replay {
         }
     }
 
-    pub async fn read_file(&self, path: &str) -> Result<String, HostError> {
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, HostError> {
         if let Some(missing) = self.missing.get(path) {
             return Err(missing.to_error());
         }
@@ -97,7 +97,7 @@ impl Replay {
                 path: path.to_owned(),
                 cap_bytes: MAX_FILE_BYTES as u64,
             }),
-            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Ok(bytes) => Ok(bytes),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(not_recorded()),
             Err(error) => Err(HostError::Io {
                 what: format!("reading {} from the recording", target.display()),

@@ -100,21 +100,23 @@ pub struct EvidenceItem {
     pub check: i32,
     #[prost(int64, tag = "3")]
     pub observed_at_unix_ms: i64,
-    /// What the check observed, or why it could not observe. Numbers 11 to 13 are kept for the
-    /// patch, disk-encryption and backup payloads.
-    #[prost(oneof = "evidence_item::Outcome", tags = "9, 10")]
+    /// What the check observed, or why it could not observe. Numbers 12 and 13 are kept for the
+    /// disk-encryption and backup payloads.
+    #[prost(oneof = "evidence_item::Outcome", tags = "9, 10, 11")]
     pub outcome: ::core::option::Option<evidence_item::Outcome>,
 }
 /// Nested message and enum types in `EvidenceItem`.
 pub mod evidence_item {
-    /// What the check observed, or why it could not observe. Numbers 11 to 13 are kept for the
-    /// patch, disk-encryption and backup payloads.
+    /// What the check observed, or why it could not observe. Numbers 12 and 13 are kept for the
+    /// disk-encryption and backup payloads.
     #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Outcome {
         #[prost(message, tag = "9")]
         Error(super::CheckError),
         #[prost(message, tag = "10")]
         Inventory(super::InventoryFacts),
+        #[prost(message, tag = "11")]
+        Patch(super::PatchFacts),
     }
 }
 /// A check that could not run reports this instead of facts.
@@ -160,9 +162,113 @@ pub struct InventoryFacts {
     #[prost(message, repeated, tag = "14")]
     pub unreadable: ::prost::alloc::vec::Vec<UnreadableFact>,
 }
+/// Patch level of one host (A.8.8). Facts only: the collector's policy decides what is late.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PatchFacts {
+    /// The package managers or update services asked: apt, dnf, yum, zypper, softwareupdate,
+    /// windows_update.
+    #[prost(message, repeated, tag = "1")]
+    pub managers: ::prost::alloc::vec::Vec<PackageManager>,
+    /// Every update offered and not installed. Never empty because a source could not be read:
+    /// then the item is a CheckError instead.
+    #[prost(message, repeated, tag = "2")]
+    pub pending: ::prost::alloc::vec::Vec<PendingUpdate>,
+    /// Counts over `pending`, for quick queries.
+    #[prost(uint32, tag = "3")]
+    pub pending_count: u32,
+    #[prost(uint32, tag = "4")]
+    pub pending_security_count: u32,
+    /// When updates were last installed successfully.
+    #[prost(int64, optional, tag = "5")]
+    pub last_install_unix_ms: ::core::option::Option<i64>,
+    /// When package metadata was last refreshed (a stale cache makes "0 pending" meaningless).
+    #[prost(int64, optional, tag = "6")]
+    pub metadata_refreshed_unix_ms: ::core::option::Option<i64>,
+    /// Absent when it could not be read (then `unreadable` says why).
+    #[prost(message, optional, tag = "7")]
+    pub automatic_updates: ::core::option::Option<AutomaticUpdates>,
+    #[prost(message, optional, tag = "8")]
+    pub reboot: ::core::option::Option<RebootFacts>,
+    /// Facts it tried to read and could not, with the reason: last_install, metadata_refreshed,
+    /// automatic_updates, reboot, ...
+    #[prost(message, repeated, tag = "9")]
+    pub unreadable: ::prost::alloc::vec::Vec<UnreadableFact>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PackageManager {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "2")]
+    pub version: ::core::option::Option<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PendingUpdate {
+    /// Package name, macOS update label or Windows update title.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "2")]
+    pub architecture: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "3")]
+    pub installed_version: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "4")]
+    pub available_version: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(bool, tag = "5")]
+    pub security: bool,
+    /// Where `security` came from: "apt origin ...", "dnf updateinfo", "Windows Update category".
+    #[prost(string, tag = "6")]
+    pub classification_source: ::prost::alloc::string::String,
+    /// Repositories, pockets or catalogs offering it.
+    #[prost(string, repeated, tag = "7")]
+    pub origins: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Advisory ids: RHSA-2024:1234, openSUSE-SU-..., KB5034441.
+    #[prost(string, repeated, tag = "8")]
+    pub advisories: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// As the source spells it: Important, critical.
+    #[prost(string, optional, tag = "9")]
+    pub severity: ::core::option::Option<::prost::alloc::string::String>,
+    /// Held back on purpose: the package manager will not install it.
+    #[prost(bool, tag = "10")]
+    pub held: bool,
+    /// Deferred by a phased rollout (Ubuntu).
+    #[prost(bool, tag = "11")]
+    pub phased: bool,
+    /// Whether installing it needs a restart, where the source says.
+    #[prost(bool, optional, tag = "12")]
+    pub restart_required: ::core::option::Option<bool>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AutomaticUpdates {
+    /// unattended-upgrades, dnf-automatic, yum-cron, softwareupdate, windows_update.
+    #[prost(string, tag = "1")]
+    pub mechanism: ::prost::alloc::string::String,
+    /// Updates install without a person (not merely download or notify).
+    #[prost(bool, tag = "2")]
+    pub install_enabled: bool,
+    /// The settings that decided it, as the source spells them.
+    #[prost(string, repeated, tag = "3")]
+    pub settings: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RebootFacts {
+    /// Absent when no source could be read.
+    #[prost(bool, optional, tag = "1")]
+    pub required: ::core::option::Option<bool>,
+    #[prost(message, repeated, tag = "2")]
+    pub reasons: ::prost::alloc::vec::Vec<RebootReason>,
+    #[prost(int64, optional, tag = "3")]
+    pub since_unix_ms: ::core::option::Option<i64>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RebootReason {
+    /// reboot_required_file, kernel, needs_restarting, zypper_needs_rebooting, registry, update.
+    #[prost(string, tag = "1")]
+    pub source: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub detail: ::prost::alloc::string::String,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct UnreadableFact {
-    /// The field name in InventoryFacts, e.g. "hardware_serial".
+    /// The field name in the facts message, e.g. "hardware_serial" or "last_install".
     #[prost(string, tag = "1")]
     pub fact: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]

@@ -16,6 +16,7 @@ mod windows;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::UnreadableFact;
 use super::CheckError;
 use crate::host::{Host, OsFamily, display_argv};
 
@@ -45,15 +46,6 @@ pub struct InventoryFacts {
     pub agent_version: String,
     /// Facts it tried to read and could not, with the reason (an absent fact is never silent).
     pub unreadable: Vec<UnreadableFact>,
-}
-
-/// A fact the check tried to read and could not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UnreadableFact {
-    /// The field name in [`InventoryFacts`], e.g. `hardware_serial`.
-    pub fact: String,
-    /// Why, e.g. `permission denied: /sys/class/dmi/id/product_serial`.
-    pub reason: String,
 }
 
 /// The facts, by field name.
