@@ -139,7 +139,13 @@ fn print_patch(facts: &checks::patch::PatchFacts) {
     let managers = facts
         .managers
         .iter()
-        .map(|m| format!("{} {}", m.name, m.version.as_deref().unwrap_or("(version unknown)")))
+        .map(|m| {
+            format!(
+                "{} {}",
+                m.name,
+                m.version.as_deref().unwrap_or("(version unknown)")
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     let when = |ms: Option<i64>| ms.map_or_else(|| "(not known)".to_owned(), format_ms);
@@ -150,11 +156,18 @@ fn print_patch(facts: &checks::patch::PatchFacts) {
         facts.pending_security_count()
     );
     println!("  last install      {}", when(facts.last_install_unix_ms));
-    println!("  metadata refresh  {}", when(facts.metadata_refreshed_unix_ms));
+    println!(
+        "  metadata refresh  {}",
+        when(facts.metadata_refreshed_unix_ms)
+    );
     match &facts.automatic_updates {
         Some(auto) => println!(
             "  automatic updates {} via {} ({})",
-            if auto.install_enabled { "install" } else { "off" },
+            if auto.install_enabled {
+                "install"
+            } else {
+                "off"
+            },
             auto.mechanism,
             auto.settings.join("; ")
         ),
@@ -162,7 +175,10 @@ fn print_patch(facts: &checks::patch::PatchFacts) {
     }
     match facts.reboot.required {
         Some(true) => {
-            println!("  reboot required   yes, since {}", when(facts.reboot.since_unix_ms));
+            println!(
+                "  reboot required   yes, since {}",
+                when(facts.reboot.since_unix_ms)
+            );
             for reason in &facts.reboot.reasons {
                 println!("    {}: {}", reason.source, reason.detail);
             }
@@ -191,8 +207,16 @@ fn print_patch(facts: &checks::patch::PatchFacts) {
             update.name,
             update.installed_version.as_deref().unwrap_or("?"),
             update.available_version.as_deref().unwrap_or("?"),
-            if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(", ")) },
-            if update.origins.is_empty() { String::new() } else { format!(" from {}", update.origins.join(", ")) },
+            if flags.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", flags.join(", "))
+            },
+            if update.origins.is_empty() {
+                String::new()
+            } else {
+                format!(" from {}", update.origins.join(", "))
+            },
         );
     }
     for u in &facts.unreadable {

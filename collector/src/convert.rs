@@ -3,7 +3,10 @@
 use evident_proto::v1;
 use prost::Message;
 
-use crate::model::{CheckKind, EvidenceItem, HostFacts, InventoryFacts, Outcome, UnreadableFact};
+use crate::model::{
+    AutomaticUpdates, CheckKind, EvidenceItem, HostFacts, InventoryFacts, Outcome, PackageManager,
+    PatchFacts, PendingUpdate, RebootFacts, RebootReason, UnreadableFact,
+};
 
 /// An `ItemList` read with each item kept as raw bytes. On the wire a repeated message field and a
 /// repeated bytes field with the same number are identical, so this yields exactly the bytes the
@@ -32,6 +35,15 @@ pub enum DecodeError {
         sequence: u64,
         check: &'static str,
         payload: &'static str,
+    },
+    #[error(
+        "item with sequence {sequence} counts {counted} {what} updates but lists {listed}: the counts must match the list"
+    )]
+    CountMismatch {
+        sequence: u64,
+        what: &'static str,
+        counted: u32,
+        listed: usize,
     },
 }
 
@@ -69,6 +81,16 @@ pub fn decode_item(index: usize, bytes: &[u8]) -> Result<EvidenceItem, DecodeErr
             }
             Outcome::Inventory(inventory(facts))
         }
+        Some(v1::evidence_item::Outcome::Patch(facts)) => {
+            if check != CheckKind::Patch {
+                return Err(DecodeError::PayloadMismatch {
+                    sequence,
+                    check: check.as_str(),
+                    payload: "patch",
+                });
+            }
+            Outcome::Patch(patch(sequence, facts)?)
+        }
     };
     Ok(EvidenceItem {
         sequence,
@@ -93,15 +115,87 @@ fn inventory(f: v1::InventoryFacts) -> InventoryFacts {
         hardware_serial: f.hardware_serial,
         boot_time_unix_ms: f.boot_time_unix_ms,
         agent_version: f.agent_version,
-        unreadable: f
-            .unreadable
+        unreadable: unreadable(f.unreadable),
+    }
+}
+
+fn unreadable(facts: Vec<v1::UnreadableFact>) -> Vec<UnreadableFact> {
+    facts
+        .into_iter()
+        .map(|u| UnreadableFact {
+            fact: u.fact,
+            reason: u.reason,
+        })
+        .collect()
+}
+
+/// Patch facts; the counts are a convenience for queries, so they must agree with the list.
+fn patch(sequence: u64, f: v1::PatchFacts) -> Result<PatchFacts, DecodeError> {
+    let security = f.pending.iter().filter(|u| u.security).count();
+    for (what, counted, listed) in [
+        ("pending", f.pending_count, f.pending.len()),
+        ("security", f.pending_security_count, security),
+    ] {
+        if usize::try_from(counted).ok() != Some(listed) {
+            return Err(DecodeError::CountMismatch {
+                sequence,
+                what,
+                counted,
+                listed,
+            });
+        }
+    }
+    let reboot = f.reboot.unwrap_or_default();
+    Ok(PatchFacts {
+        managers: f
+            .managers
             .into_iter()
-            .map(|u| UnreadableFact {
-                fact: u.fact,
-                reason: u.reason,
+            .map(|m| PackageManager {
+                name: m.name,
+                version: m.version,
             })
             .collect(),
-    }
+        pending: f
+            .pending
+            .into_iter()
+            .map(|u| PendingUpdate {
+                name: u.name,
+                architecture: u.architecture,
+                installed_version: u.installed_version,
+                available_version: u.available_version,
+                security: u.security,
+                classification_source: u.classification_source,
+                origins: u.origins,
+                advisories: u.advisories,
+                severity: u.severity,
+                held: u.held,
+                phased: u.phased,
+                restart_required: u.restart_required,
+            })
+            .collect(),
+        pending_count: f.pending_count,
+        pending_security_count: f.pending_security_count,
+        last_install_unix_ms: f.last_install_unix_ms,
+        metadata_refreshed_unix_ms: f.metadata_refreshed_unix_ms,
+        automatic_updates: f.automatic_updates.map(|a| AutomaticUpdates {
+            mechanism: a.mechanism,
+            install_enabled: a.install_enabled,
+            settings: a.settings,
+        }),
+        reboot: RebootFacts {
+            required: reboot.required,
+            reasons: reboot
+                .reasons
+                .into_iter()
+                .map(|r| RebootReason {
+                    source: r.source,
+                    detail: r.detail,
+                })
+                .collect(),
+            since_unix_ms: reboot.since_unix_ms,
+        },
+        unreadable: unreadable(f.unreadable),
+    })
 }
 
 pub fn host_facts(host: Option<v1::HostFacts>, agent_version: String) -> HostFacts {

@@ -55,6 +55,7 @@ impl CheckKind {
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Inventory(InventoryFacts),
+    Patch(PatchFacts),
     Error { reason: String, source: String },
 }
 
@@ -74,6 +75,63 @@ pub struct InventoryFacts {
     pub boot_time_unix_ms: Option<i64>,
     pub agent_version: String,
     pub unreadable: Vec<UnreadableFact>,
+}
+
+/// Patch level of one host as its agent observed it (A.8.8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatchFacts {
+    pub managers: Vec<PackageManager>,
+    pub pending: Vec<PendingUpdate>,
+    /// As the agent counted them; `convert` checks they agree with `pending`.
+    pub pending_count: u32,
+    pub pending_security_count: u32,
+    pub last_install_unix_ms: Option<i64>,
+    pub metadata_refreshed_unix_ms: Option<i64>,
+    pub automatic_updates: Option<AutomaticUpdates>,
+    pub reboot: RebootFacts,
+    pub unreadable: Vec<UnreadableFact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageManager {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingUpdate {
+    pub name: String,
+    pub architecture: Option<String>,
+    pub installed_version: Option<String>,
+    pub available_version: Option<String>,
+    pub security: bool,
+    pub classification_source: String,
+    pub origins: Vec<String>,
+    pub advisories: Vec<String>,
+    pub severity: Option<String>,
+    pub held: bool,
+    pub phased: bool,
+    pub restart_required: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AutomaticUpdates {
+    pub mechanism: String,
+    pub install_enabled: bool,
+    pub settings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RebootFacts {
+    pub required: Option<bool>,
+    pub reasons: Vec<RebootReason>,
+    pub since_unix_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RebootReason {
+    pub source: String,
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -59,6 +59,33 @@ pub fn summary(record: &EvidenceRecord) -> String {
     match record.item.as_ref().map(|i| &i.outcome) {
         None => "(stored item cannot be decoded: run `evident-collector verify`)".to_owned(),
         Some(Outcome::Error { reason, .. }) => format!("error: {reason}"),
+        Some(Outcome::Patch(f)) => {
+            let managers = f
+                .managers
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join("+");
+            let mut parts = vec![format!(
+                "{managers}: {} pending ({} security)",
+                f.pending_count, f.pending_security_count
+            )];
+            match f.reboot.required {
+                Some(true) => parts.push("reboot required".to_owned()),
+                Some(false) => {}
+                None => parts.push("reboot unknown".to_owned()),
+            }
+            if let Some(ms) = f.last_install_unix_ms {
+                parts.push(format!("last install {}", format_unix_ms(ms)));
+            }
+            if let Some(ms) = f.metadata_refreshed_unix_ms {
+                parts.push(format!("metadata {}", format_unix_ms(ms)));
+            }
+            if !f.unreadable.is_empty() {
+                parts.push(format!("{} facts unreadable", f.unreadable.len()));
+            }
+            parts.join(", ")
+        }
         Some(Outcome::Inventory(f)) => {
             let mut parts = vec![f.hostname.clone().unwrap_or_else(|| "?".into())];
             let os = [f.os_name.as_deref(), f.os_version.as_deref()]

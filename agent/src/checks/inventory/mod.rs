@@ -16,8 +16,8 @@ mod windows;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::UnreadableFact;
 use super::CheckError;
+pub use super::UnreadableFact;
 use crate::host::{Host, OsFamily, display_argv};
 
 /// What the inventory check observed about a host.

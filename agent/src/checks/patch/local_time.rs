@@ -47,8 +47,12 @@ impl LocalClock {
     /// earlier instant, which at worst makes an update look an hour older than it is; a time in
     /// the gap when clocks go forward is moved past the gap.
     pub(crate) fn parse(&self, text: &str, format: &str) -> Result<i64, String> {
-        let civil = DateTime::strptime(format, text.trim())
-            .map_err(|error| format!("{:?} is not a time in the form {format}: {error}", text.trim()))?;
+        let civil = DateTime::strptime(format, text.trim()).map_err(|error| {
+            format!(
+                "{:?} is not a time in the form {format}: {error}",
+                text.trim()
+            )
+        })?;
         self.civil_to_unix_ms(civil)
     }
 
@@ -57,7 +61,9 @@ impl LocalClock {
             .zone
             .to_ambiguous_timestamp(civil)
             .compatible()
-            .map_err(|error| format!("{civil} cannot be placed in the host's time zone: {error}"))?;
+            .map_err(|error| {
+                format!("{civil} cannot be placed in the host's time zone: {error}")
+            })?;
         Ok(instant.as_millisecond())
     }
 }

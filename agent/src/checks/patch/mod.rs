@@ -234,12 +234,10 @@ async fn collect_linux(host: &Host) -> Result<PatchFacts, CheckError> {
     ] {
         match host.run(program, args).await {
             Ok(output) => {
-                let version = output.success().then_some(()).and_then(|()| {
-                    match program {
-                        "apt-get" => apt::parse_version(&output.stdout),
-                        "zypper" => zypper::parse_version(&output.stdout),
-                        _ => dnf::parse_version(&output.stdout),
-                    }
+                let version = output.success().then_some(()).and_then(|()| match program {
+                    "apt-get" => apt::parse_version(&output.stdout),
+                    "zypper" => zypper::parse_version(&output.stdout),
+                    _ => dnf::parse_version(&output.stdout),
                 });
                 return match program {
                     "apt-get" => apt::collect(host, version).await,
@@ -259,10 +257,10 @@ async fn collect_linux(host: &Host) -> Result<PatchFacts, CheckError> {
             }
         }
     }
-    Err(
-        CheckError::new("unsupported: no supported package manager found (apt-get, dnf, yum, zypper)")
-            .with_source(absent.join("; ")),
+    Err(CheckError::new(
+        "unsupported: no supported package manager found (apt-get, dnf, yum, zypper)",
     )
+    .with_source(absent.join("; ")))
 }
 
 /// Runs a command and returns its output when it exited with one of `ok_statuses`, or the
@@ -288,7 +286,10 @@ pub(crate) async fn run_expecting(
     if stderr.is_empty() {
         Err(format!("`{argv}` exited with {status}"))
     } else {
-        Err(format!("`{argv}` exited with {status}: {}", first_lines(stderr, 5)))
+        Err(format!(
+            "`{argv}` exited with {status}: {}",
+            first_lines(stderr, 5)
+        ))
     }
 }
 
