@@ -20,7 +20,7 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
 
     let delivered = agent.run_once().expect_ok("run --once");
     assert!(
-        delivered.stdout.contains("1 item(s) stored"),
+        delivered.stdout.contains("2 item(s) stored"),
         "{delivered:?}"
     );
     assert!(
@@ -28,8 +28,10 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
         "acked evidence leaves the spool"
     );
 
+    // One cycle: the inventory, then the patch check (its own end-to-end test is patch.rs).
     let evidence = collector.evidence(Some(&agent_id));
-    assert_eq!(evidence.len(), 1, "{evidence:#?}");
+    assert_eq!(evidence.len(), 2, "{evidence:#?}");
+    assert_eq!(evidence[1]["check"], "patch");
     let item = &evidence[0];
     assert_eq!(item["agent_id"], agent_id.as_str());
     assert_eq!(item["sequence"], 1);
@@ -48,7 +50,7 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
         "{table:?}"
     );
     let verified = collector.admin(&["verify"]).expect_ok("verify");
-    assert!(verified.stdout.contains("checked 1 items"), "{verified:?}");
+    assert!(verified.stdout.contains("checked 2 items"), "{verified:?}");
 
     // Secrets stay where they belong: the token is not in the collector's log or the agent's
     // state, and the agent's private key is only in agent.key, with mode 0600.
@@ -178,7 +180,8 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
     let agent_id = agent.enroll_with(&collector);
     let data_dir = collector.stop();
 
-    // Collector down: the observation stays in the spool and run --once fails.
+    // Collector down: the cycle's batch (inventory and patch) stays in the spool and run --once
+    // fails.
     let offline = agent.run_once();
     assert!(!offline.ok(), "{offline:?}");
     assert!(offline.stderr.contains("stays in the spool"), "{offline:?}");
@@ -190,7 +193,7 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
     let collector = Collector::start_on(&data_dir, &address);
     let first = agent.run_once().expect_ok("deliver after outage");
     assert!(
-        first.stdout.contains("2 item(s) stored, 0 already stored"),
+        first.stdout.contains("4 item(s) stored, 0 already stored"),
         "{first:?}"
     );
 
@@ -198,7 +201,7 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
     std::fs::copy(&saved, &spooled[0]).expect("restore spool file");
     let resend = agent.run_once().expect_ok("resend");
     assert!(
-        resend.stdout.contains("1 item(s) stored, 1 already stored"),
+        resend.stdout.contains("2 item(s) stored, 2 already stored"),
         "{resend:?}"
     );
 
@@ -207,7 +210,7 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
         .iter()
         .map(|e| e["sequence"].as_u64().expect("sequence"))
         .collect();
-    assert_eq!(sequences, vec![1, 2, 3]);
+    assert_eq!(sequences, vec![1, 2, 3, 4, 5, 6]);
     collector.admin(&["verify"]).expect_ok("verify");
 }
 
@@ -303,5 +306,5 @@ fn the_daemon_reports_at_start_and_stops_cleanly_on_sigterm() {
     let exit = daemon.wait().expect("wait for agent");
     assert!(exit.success(), "agent exits 0 on SIGTERM: {exit:?}");
     assert!(agent.spool_files().is_empty());
-    assert_eq!(collector.evidence(Some(&agent_id)).len(), 1);
+    assert_eq!(collector.evidence(Some(&agent_id)).len(), 2);
 }

@@ -115,10 +115,12 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     let collector = Collector::start(&tmp.path().join("collector"));
     let agent = Agent::new(&tmp.path().join("agent"));
     let agent_id = agent.enroll_with(&collector);
+    // Each cycle stores an inventory item then a patch item: sequence 3 is the second
+    // inventory, which carries the hostname the attacker edits.
     for _ in 0..3 {
         agent.run_once().expect_ok("run --once");
     }
-    let hostname = collector.evidence(None)[1]["item"]["outcome"]["inventory"]["hostname"]
+    let hostname = collector.evidence(None)[2]["item"]["outcome"]["inventory"]["hostname"]
         .as_str()
         .expect("hostname")
         .to_owned();
@@ -133,7 +135,7 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     let expect_break = |dir: &Path, needle: &str| -> String {
         let out = verify(dir);
         assert_eq!(out.code, Some(1), "{out:?}");
-        let line = format!("BREAK agent {agent_id} sequence 2: ");
+        let line = format!("BREAK agent {agent_id} sequence 3: ");
         assert!(out.stdout.contains(&line), "expected {line:?} in {out:?}");
         assert!(
             out.stdout.contains(needle),
@@ -146,7 +148,7 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     let dir = copy("row-changed");
     open_as_attacker(&dir)
         .execute(
-            "UPDATE evidence SET observed_at_ms = observed_at_ms - 86400000 WHERE sequence = 2",
+            "UPDATE evidence SET observed_at_ms = observed_at_ms - 86400000 WHERE sequence = 3",
             [],
         )
         .expect("update");
@@ -154,15 +156,15 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
 
     // 2. The item itself changed, chain left alone: the stored hash no longer matches.
     let dir = copy("item-changed");
-    rewrite_hostname(&open_as_attacker(&dir), &agent_id, 2, &hostname);
+    rewrite_hostname(&open_as_attacker(&dir), &agent_id, 3, &hostname);
     expect_break(&dir, "differs from the hash of its signed item");
 
     // 3. The item changed and every hash after it recomputed: the chain is consistent again,
     //    and only the agent's signature shows the change.
     let dir = copy("item-changed-and-rehashed");
     let conn = open_as_attacker(&dir);
-    rewrite_hostname(&conn, &agent_id, 2, &hostname);
-    rehash_from(&conn, &agent_id, 2);
+    rewrite_hostname(&conn, &agent_id, 3, &hostname);
+    rehash_from(&conn, &agent_id, 3);
     drop(conn);
     let out = expect_break(&dir, "signature does not match");
     assert!(
@@ -173,14 +175,14 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     // 4. A row deleted from the middle: the next row's prev_hash no longer links up.
     let dir = copy("row-deleted");
     let conn = open_as_attacker(&dir);
-    conn.execute_batch("DROP TRIGGER evidence_no_delete; DELETE FROM evidence WHERE sequence = 2;")
+    conn.execute_batch("DROP TRIGGER evidence_no_delete; DELETE FROM evidence WHERE sequence = 3;")
         .expect("delete");
     drop(conn);
     let out = verify(&dir);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
         out.stdout
-            .contains(&format!("BREAK agent {agent_id} sequence 3: prev_hash")),
+            .contains(&format!("BREAK agent {agent_id} sequence 4: prev_hash")),
         "{out:?}"
     );
 }

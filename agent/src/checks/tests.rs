@@ -5,7 +5,7 @@ use crate::host::Host;
 
 #[test]
 fn check_kinds_have_stable_names() {
-    assert_eq!(CheckKind::ALL, &[CheckKind::Inventory]);
+    assert_eq!(CheckKind::ALL, &[CheckKind::Inventory, CheckKind::Patch]);
     for &kind in CheckKind::ALL {
         assert_eq!(
             serde_json::to_string(&kind).expect("serialises"),
