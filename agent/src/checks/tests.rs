@@ -5,7 +5,14 @@ use crate::host::Host;
 
 #[test]
 fn check_kinds_have_stable_names() {
-    assert_eq!(CheckKind::ALL, &[CheckKind::Inventory, CheckKind::Patch]);
+    assert_eq!(
+        CheckKind::ALL,
+        &[
+            CheckKind::Inventory,
+            CheckKind::Patch,
+            CheckKind::DiskEncryption
+        ]
+    );
     for &kind in CheckKind::ALL {
         assert_eq!(
             serde_json::to_string(&kind).expect("serialises"),

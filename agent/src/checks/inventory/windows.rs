@@ -7,9 +7,10 @@
 use serde_json::Value;
 
 use super::{Fact, InventoryFacts, command_stdout, hardware_value};
+use crate::checks::powershell::parse_cim_datetime;
 use crate::host::Host;
 
-pub(super) const POWERSHELL: &str = "powershell.exe";
+pub(super) use crate::checks::powershell::POWERSHELL;
 
 /// Each part is queried on its own, so that one failing query (a broken WMI class, a locked
 /// registry key) leaves the others readable and says why in `<Part>Error`.
@@ -181,33 +182,6 @@ fn text_of(value: Option<&Value>) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// A CIM datetime as PowerShell's `ConvertTo-Json` writes it, in milliseconds since the epoch:
-/// `/Date(1700000000500)/` (PowerShell 5.1; the number is UTC milliseconds, an optional
-/// `+0100` suffix only names the zone) or ISO 8601 with an offset,
-/// `2023-11-14T23:13:20.5+01:00` (PowerShell 7). A time without an offset is not an instant.
-pub fn parse_cim_datetime(raw: &str) -> Option<i64> {
-    let raw = raw.trim();
-    if let Some(inner) = raw
-        .strip_prefix("/Date(")
-        .and_then(|rest| rest.strip_suffix(")/"))
-    {
-        let end = inner
-            .char_indices()
-            .skip(1)
-            .find(|(_, c)| *c == '+' || *c == '-')
-            .map_or(inner.len(), |(i, _)| i);
-        return inner[..end].parse().ok();
-    }
-    parse_iso8601(raw)
-}
-
-/// PowerShell 7's ISO 8601 form, e.g. `2023-11-14T23:13:20.5000000+01:00`.
-fn parse_iso8601(raw: &str) -> Option<i64> {
-    let parsed =
-        time::OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(parsed.unix_timestamp_nanos() / 1_000_000).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,42 +243,5 @@ mod tests {
             parse_inventory_json("Get-CimInstance : Invalid class\r\n").expect_err("not json");
         assert!(error.contains("not JSON"), "{error}");
         assert!(parse_inventory_json("[]").is_err());
-    }
-
-    #[test]
-    fn cim_datetimes() {
-        assert_eq!(
-            parse_cim_datetime("/Date(1700032400500)/"),
-            Some(1_700_032_400_500)
-        );
-        assert_eq!(
-            parse_cim_datetime("/Date(1700032400500+0100)/"),
-            Some(1_700_032_400_500)
-        );
-        assert_eq!(parse_cim_datetime("/Date(-1000)/"), Some(-1000));
-        assert_eq!(
-            parse_cim_datetime("2023-11-14T23:13:20.5+01:00"),
-            Some(1_700_000_000_500)
-        );
-        assert_eq!(
-            parse_cim_datetime("2023-11-14T23:13:20.5000000+01:00"),
-            Some(1_700_000_000_500)
-        );
-        assert_eq!(
-            parse_cim_datetime("2023-11-14T22:13:20Z"),
-            Some(1_700_000_000_000)
-        );
-        assert_eq!(
-            parse_cim_datetime("2023-11-14T17:13:20-05:00"),
-            Some(1_700_000_000_000)
-        );
-        assert_eq!(parse_cim_datetime("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_cim_datetime("2024-02-29T00:00:00Z"),
-            Some(1_709_164_800_000)
-        );
-        // No offset: not an instant.
-        assert_eq!(parse_cim_datetime("2023-11-14T22:13:20"), None);
-        assert_eq!(parse_cim_datetime("Tuesday, November 14, 2023"), None);
     }
 }

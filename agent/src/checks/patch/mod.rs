@@ -21,9 +21,10 @@ mod macos;
 mod windows;
 mod zypper;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-#[allow(unused_imports)]
 pub(crate) use local_time::LocalClock;
 
 use super::{CheckError, UnreadableFact};
@@ -291,6 +292,36 @@ pub(crate) async fn run_expecting(
             first_lines(stderr, 5)
         ))
     }
+}
+
+/// `find … -printf '%T@ %p\n'` output: path -> modification time in milliseconds. One `find`
+/// is how the package-manager modules read file times, so that they are recorded and replayed
+/// like any other command.
+pub(crate) fn parse_file_times(stdout: &str) -> BTreeMap<String, i64> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let (secs, path) = line.split_once(' ')?;
+            let secs: f64 = secs.parse().ok()?;
+            #[allow(clippy::cast_possible_truncation)]
+            let ms = (secs * 1000.0).round() as i64;
+            Some((path.to_owned(), ms))
+        })
+        .collect()
+}
+
+/// The state `systemctl is-enabled UNIT` prints (`enabled`, `disabled`, `masked`, …); older
+/// systemd prints nothing for a unit it does not know (the reason goes to stderr).
+pub(crate) async fn unit_enabled_state(host: &Host, unit: &str) -> Result<String, String> {
+    let output = run_expecting(host, "systemctl", &["is-enabled", unit], &[0, 1]).await?;
+    Ok(output
+        .stdout
+        .lines()
+        .next()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("not-found")
+        .to_owned())
 }
 
 /// The first `n` lines of `text`, for error messages that must stay short.

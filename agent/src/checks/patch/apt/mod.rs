@@ -15,7 +15,7 @@ use std::io::Read as _;
 
 use super::{
     AutomaticUpdates, LocalClock, PackageManager, PatchFacts, PendingUpdate, RebootFacts,
-    RebootReason, TimeFact, first_lines, run_expecting,
+    RebootReason, TimeFact, first_lines, parse_file_times, run_expecting,
 };
 use crate::checks::CheckError;
 use crate::host::{Host, HostError};
@@ -307,20 +307,6 @@ fn version_line(line: &str) -> Option<&str> {
     let version = words.next()?;
     let priority = words.next()?;
     (words.next().is_none() && priority.parse::<i32>().is_ok()).then_some(version)
-}
-
-/// `find -printf '%T@ %p\n'` output: path -> modification time in milliseconds.
-pub(crate) fn parse_file_times(stdout: &str) -> BTreeMap<String, i64> {
-    stdout
-        .lines()
-        .filter_map(|line| {
-            let (secs, path) = line.split_once(' ')?;
-            let secs: f64 = secs.parse().ok()?;
-            #[allow(clippy::cast_possible_truncation)]
-            let ms = (secs * 1000.0).round() as i64;
-            Some((path.to_owned(), ms))
-        })
-        .collect()
 }
 
 /// The newest sign of a metadata refresh: apt keeps each Release file's server time, so the

@@ -261,3 +261,16 @@ fn kernel_versions_order_numerically() {
         Some("6.1.0-18-amd64")
     );
 }
+
+#[test]
+fn repository_credentials_in_policy_urls_never_reach_the_evidence() {
+    let policy = parse_policy(
+        "acme-agent:\n  Installed: 1.0\n  Candidate: 1.1\n  Version table:\n     1.1 500\n        500 https://deploy:s3cr3t-t0ken@apt.example.com/debian bookworm-security/main amd64 Packages\n *** 1.0 100\n        100 /var/lib/dpkg/status\n",
+    );
+    let acme = policy.get("acme-agent").expect("parsed");
+    assert_eq!(
+        acme.candidate_origins,
+        vec!["bookworm-security/main".to_owned()]
+    );
+    assert!(!format!("{policy:?}").contains("s3cr3t"));
+}
