@@ -224,6 +224,50 @@ fn print_patch(facts: &checks::patch::PatchFacts) {
     }
 }
 
+/// The disk-encryption facts for people: the summary, then one line per volume.
+fn print_disk_encryption(facts: &checks::disk_encryption::DiskEncryptionFacts) {
+    let yes_no = |v: Option<bool>| match v {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "(not known)",
+    };
+    println!("  system encrypted  {}", yes_no(facts.system_encrypted));
+    println!("  data encrypted    {}", yes_no(facts.fixed_data_encrypted));
+    println!("  swap              {}", facts.swap.as_str());
+    for volume in &facts.volumes {
+        let mut details = Vec::new();
+        details.extend(volume.scheme.clone());
+        details.extend(volume.cipher.clone());
+        details.extend(volume.key_bits.map(|bits| format!("{bits} bits")));
+        details.extend(
+            volume
+                .protection
+                .as_ref()
+                .map(|p| format!("protection {p}")),
+        );
+        details.extend(volume.progress_percent.map(|p| format!("{p}%")));
+        if !volume.key_protectors.is_empty() {
+            details.push(format!("protectors {}", volume.key_protectors.join("+")));
+        }
+        println!(
+            "    {} {} [{}] {}{}",
+            volume.id,
+            volume.mount_points.join(","),
+            volume.role.as_str(),
+            volume.encrypted.as_str(),
+            if details.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", details.join(", "))
+            },
+        );
+        println!("      {}", volume.reason);
+    }
+    for u in &facts.unreadable {
+        println!("  unreadable        {}: {}", u.fact, u.reason);
+    }
+}
+
 fn print_observation(observation: &Observation) -> anyhow::Result<()> {
     let when = format_ms(observation.observed_at_unix_ms);
     println!("{} (observed {when})", observation.check);
@@ -235,6 +279,10 @@ fn print_observation(observation: &Observation) -> anyhow::Result<()> {
         Outcome::Inventory(facts) => serde_json::to_value(facts)?,
         Outcome::Patch(facts) => {
             print_patch(facts);
+            return Ok(());
+        }
+        Outcome::DiskEncryption(facts) => {
+            print_disk_encryption(facts);
             return Ok(());
         }
     };

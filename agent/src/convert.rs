@@ -2,6 +2,7 @@
 
 use evident_proto::v1;
 
+use crate::checks::disk_encryption::{DiskEncryptionFacts, EncryptionState, SwapState, VolumeRole};
 use crate::checks::inventory::InventoryFacts;
 use crate::checks::patch::PatchFacts;
 use crate::checks::{CheckKind, Observation, Outcome, UnreadableFact};
@@ -10,6 +11,9 @@ pub fn evidence_item(sequence: u64, observation: &Observation) -> v1::EvidenceIt
     let outcome = match &observation.outcome {
         Outcome::Inventory(facts) => v1::evidence_item::Outcome::Inventory(inventory(facts)),
         Outcome::Patch(facts) => v1::evidence_item::Outcome::Patch(patch(facts)),
+        Outcome::DiskEncryption(facts) => {
+            v1::evidence_item::Outcome::DiskEncryption(disk_encryption(facts))
+        }
         Outcome::Error(error) => v1::evidence_item::Outcome::Error(v1::CheckError {
             reason: error.reason.clone(),
             source: error.source.clone().unwrap_or_default(),
@@ -27,6 +31,7 @@ fn check_kind(kind: CheckKind) -> v1::CheckKind {
     match kind {
         CheckKind::Inventory => v1::CheckKind::Inventory,
         CheckKind::Patch => v1::CheckKind::Patch,
+        CheckKind::DiskEncryption => v1::CheckKind::DiskEncryption,
     }
 }
 
@@ -111,6 +116,64 @@ fn patch(f: &PatchFacts) -> v1::PatchFacts {
             since_unix_ms: f.reboot.since_unix_ms,
         }),
         unreadable: unreadable(&f.unreadable),
+    }
+}
+
+fn disk_encryption(f: &DiskEncryptionFacts) -> v1::DiskEncryptionFacts {
+    v1::DiskEncryptionFacts {
+        volumes: f
+            .volumes
+            .iter()
+            .map(|v| v1::Volume {
+                id: v.id.clone(),
+                mount_points: v.mount_points.clone(),
+                role: volume_role(v.role) as i32,
+                encrypted: encryption_state(v.encrypted) as i32,
+                reason: v.reason.clone(),
+                scheme: v.scheme.clone(),
+                cipher: v.cipher.clone(),
+                key_bits: v.key_bits,
+                protection: v.protection.clone(),
+                progress_percent: v.progress_percent.map(u32::from),
+                key_protectors: v.key_protectors.clone(),
+                filesystem: v.filesystem.clone(),
+                size_bytes: v.size_bytes,
+            })
+            .collect(),
+        system_encrypted: f.system_encrypted,
+        fixed_data_encrypted: f.fixed_data_encrypted,
+        swap: swap_state(f.swap) as i32,
+        unreadable: unreadable(&f.unreadable),
+    }
+}
+
+fn volume_role(role: VolumeRole) -> v1::VolumeRole {
+    match role {
+        VolumeRole::System => v1::VolumeRole::System,
+        VolumeRole::Data => v1::VolumeRole::Data,
+        VolumeRole::Swap => v1::VolumeRole::Swap,
+        VolumeRole::Removable => v1::VolumeRole::Removable,
+        VolumeRole::Other => v1::VolumeRole::Other,
+    }
+}
+
+fn encryption_state(state: EncryptionState) -> v1::EncryptionState {
+    match state {
+        EncryptionState::Encrypted => v1::EncryptionState::Encrypted,
+        EncryptionState::NotEncrypted => v1::EncryptionState::NotEncrypted,
+        EncryptionState::Partial => v1::EncryptionState::Partial,
+        EncryptionState::Encrypting => v1::EncryptionState::Encrypting,
+        EncryptionState::Decrypting => v1::EncryptionState::Decrypting,
+        EncryptionState::Unknown => v1::EncryptionState::Unknown,
+    }
+}
+
+fn swap_state(state: SwapState) -> v1::SwapState {
+    match state {
+        SwapState::Encrypted => v1::SwapState::Encrypted,
+        SwapState::Absent => v1::SwapState::Absent,
+        SwapState::Unencrypted => v1::SwapState::Unencrypted,
+        SwapState::Unknown => v1::SwapState::Unknown,
     }
 }
 

@@ -4,8 +4,9 @@ use evident_proto::v1;
 use prost::Message;
 
 use crate::model::{
-    AutomaticUpdates, CheckKind, EvidenceItem, HostFacts, InventoryFacts, Outcome, PackageManager,
-    PatchFacts, PendingUpdate, RebootFacts, RebootReason, UnreadableFact,
+    AutomaticUpdates, CheckKind, DiskEncryptionFacts, EvidenceItem, HostFacts, InventoryFacts,
+    Outcome, PackageManager, PatchFacts, PendingUpdate, RebootFacts, RebootReason, UnreadableFact,
+    Volume,
 };
 
 /// An `ItemList` read with each item kept as raw bytes. On the wire a repeated message field and a
@@ -35,6 +36,14 @@ pub enum DecodeError {
         sequence: u64,
         check: &'static str,
         payload: &'static str,
+    },
+    #[error(
+        "item with sequence {sequence} has {what} {number}, which this collector does not know"
+    )]
+    UnknownEnum {
+        sequence: u64,
+        what: &'static str,
+        number: i32,
     },
     #[error(
         "item with sequence {sequence} counts {counted} {what} updates but lists {listed}: the counts must match the list"
@@ -90,6 +99,16 @@ pub fn decode_item(index: usize, bytes: &[u8]) -> Result<EvidenceItem, DecodeErr
                 });
             }
             Outcome::Patch(patch(sequence, facts)?)
+        }
+        Some(v1::evidence_item::Outcome::DiskEncryption(facts)) => {
+            if check != CheckKind::DiskEncryption {
+                return Err(DecodeError::PayloadMismatch {
+                    sequence,
+                    check: check.as_str(),
+                    payload: "disk_encryption",
+                });
+            }
+            Outcome::DiskEncryption(disk_encryption(sequence, facts)?)
         }
     };
     Ok(EvidenceItem {
@@ -194,6 +213,73 @@ fn patch(sequence: u64, f: v1::PatchFacts) -> Result<PatchFacts, DecodeError> {
                 .collect(),
             since_unix_ms: reboot.since_unix_ms,
         },
+        unreadable: unreadable(f.unreadable),
+    })
+}
+
+fn disk_encryption(
+    sequence: u64,
+    f: v1::DiskEncryptionFacts,
+) -> Result<DiskEncryptionFacts, DecodeError> {
+    let unknown = |what: &'static str, number: i32| DecodeError::UnknownEnum {
+        sequence,
+        what,
+        number,
+    };
+    let volumes = f
+        .volumes
+        .into_iter()
+        .map(|v| {
+            let role = match v1::VolumeRole::try_from(v.role) {
+                Ok(v1::VolumeRole::System) => "system",
+                Ok(v1::VolumeRole::Data) => "data",
+                Ok(v1::VolumeRole::Swap) => "swap",
+                Ok(v1::VolumeRole::Removable) => "removable",
+                Ok(v1::VolumeRole::Other) => "other",
+                Ok(v1::VolumeRole::Unspecified) | Err(_) => {
+                    return Err(unknown("volume role", v.role));
+                }
+            };
+            let encrypted = match v1::EncryptionState::try_from(v.encrypted) {
+                Ok(v1::EncryptionState::Encrypted) => "encrypted",
+                Ok(v1::EncryptionState::NotEncrypted) => "not_encrypted",
+                Ok(v1::EncryptionState::Partial) => "partial",
+                Ok(v1::EncryptionState::Encrypting) => "encrypting",
+                Ok(v1::EncryptionState::Decrypting) => "decrypting",
+                Ok(v1::EncryptionState::Unknown) => "unknown",
+                Ok(v1::EncryptionState::Unspecified) | Err(_) => {
+                    return Err(unknown("encryption state", v.encrypted));
+                }
+            };
+            Ok(Volume {
+                id: v.id,
+                mount_points: v.mount_points,
+                role,
+                encrypted,
+                reason: v.reason,
+                scheme: v.scheme,
+                cipher: v.cipher,
+                key_bits: v.key_bits,
+                protection: v.protection,
+                progress_percent: v.progress_percent,
+                key_protectors: v.key_protectors,
+                filesystem: v.filesystem,
+                size_bytes: v.size_bytes,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let swap = match v1::SwapState::try_from(f.swap) {
+        Ok(v1::SwapState::Encrypted) => "encrypted",
+        Ok(v1::SwapState::Absent) => "absent",
+        Ok(v1::SwapState::Unencrypted) => "unencrypted",
+        Ok(v1::SwapState::Unknown) => "unknown",
+        Ok(v1::SwapState::Unspecified) | Err(_) => return Err(unknown("swap state", f.swap)),
+    };
+    Ok(DiskEncryptionFacts {
+        volumes,
+        system_encrypted: f.system_encrypted,
+        fixed_data_encrypted: f.fixed_data_encrypted,
+        swap,
         unreadable: unreadable(f.unreadable),
     })
 }

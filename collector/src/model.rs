@@ -56,6 +56,7 @@ impl CheckKind {
 pub enum Outcome {
     Inventory(InventoryFacts),
     Patch(PatchFacts),
+    DiskEncryption(DiskEncryptionFacts),
     Error { reason: String, source: String },
 }
 
@@ -132,6 +133,36 @@ pub struct RebootFacts {
 pub struct RebootReason {
     pub source: String,
     pub detail: String,
+}
+
+/// Disk encryption of one host as its agent observed it (A.8.24, A.8.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiskEncryptionFacts {
+    pub volumes: Vec<Volume>,
+    pub system_encrypted: Option<bool>,
+    pub fixed_data_encrypted: Option<bool>,
+    /// `encrypted`, `absent`, `unencrypted` or `unknown`.
+    pub swap: &'static str,
+    pub unreadable: Vec<UnreadableFact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Volume {
+    pub id: String,
+    pub mount_points: Vec<String>,
+    /// `system`, `data`, `swap`, `removable` or `other`.
+    pub role: &'static str,
+    /// `encrypted`, `not_encrypted`, `partial`, `encrypting`, `decrypting` or `unknown`.
+    pub encrypted: &'static str,
+    pub reason: String,
+    pub scheme: Option<String>,
+    pub cipher: Option<String>,
+    pub key_bits: Option<u32>,
+    pub protection: Option<String>,
+    pub progress_percent: Option<u32>,
+    pub key_protectors: Vec<String>,
+    pub filesystem: Option<String>,
+    pub size_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -86,6 +86,28 @@ pub fn summary(record: &EvidenceRecord) -> String {
             }
             parts.join(", ")
         }
+        Some(Outcome::DiskEncryption(f)) => {
+            let yes_no = |v: Option<bool>| match v {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            };
+            let encrypted = f
+                .volumes
+                .iter()
+                .filter(|v| v.encrypted == "encrypted")
+                .count();
+            let mut parts = vec![
+                format!("system encrypted: {}", yes_no(f.system_encrypted)),
+                format!("data: {}", yes_no(f.fixed_data_encrypted)),
+                format!("swap: {}", f.swap),
+                format!("{encrypted} of {} volumes encrypted", f.volumes.len()),
+            ];
+            if !f.unreadable.is_empty() {
+                parts.push(format!("{} facts unreadable", f.unreadable.len()));
+            }
+            parts.join(", ")
+        }
         Some(Outcome::Inventory(f)) => {
             let mut parts = vec![f.hostname.clone().unwrap_or_else(|| "?".into())];
             let os = [f.os_name.as_deref(), f.os_version.as_deref()]

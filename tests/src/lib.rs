@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// Items one agent cycle stores: one per check, inventory first.
+pub const ITEMS_PER_CYCLE: usize = evident_agent::checks::CheckKind::ALL.len();
+
 /// Path of a workspace binary built beside the running test.
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");

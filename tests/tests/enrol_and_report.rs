@@ -1,6 +1,6 @@
 //! Enrolment and delivery through the real binaries.
 
-use evident_tests::{Agent, Collector, binary, run};
+use evident_tests::{Agent, Collector, ITEMS_PER_CYCLE, binary, run};
 
 #[test]
 fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
@@ -20,7 +20,9 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
 
     let delivered = agent.run_once().expect_ok("run --once");
     assert!(
-        delivered.stdout.contains("2 item(s) stored"),
+        delivered
+            .stdout
+            .contains(&format!("{ITEMS_PER_CYCLE} item(s) stored")),
         "{delivered:?}"
     );
     assert!(
@@ -28,9 +30,10 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
         "acked evidence leaves the spool"
     );
 
-    // One cycle: the inventory, then the patch check (its own end-to-end test is patch.rs).
+    // One cycle: one item per check, inventory first (the other checks have their own
+    // end-to-end tests).
     let evidence = collector.evidence(Some(&agent_id));
-    assert_eq!(evidence.len(), 2, "{evidence:#?}");
+    assert_eq!(evidence.len(), ITEMS_PER_CYCLE, "{evidence:#?}");
     assert_eq!(evidence[1]["check"], "patch");
     let item = &evidence[0];
     assert_eq!(item["agent_id"], agent_id.as_str());
@@ -50,7 +53,12 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
         "{table:?}"
     );
     let verified = collector.admin(&["verify"]).expect_ok("verify");
-    assert!(verified.stdout.contains("checked 2 items"), "{verified:?}");
+    assert!(
+        verified
+            .stdout
+            .contains(&format!("checked {ITEMS_PER_CYCLE} items")),
+        "{verified:?}"
+    );
 
     // Secrets stay where they belong: the token is not in the collector's log or the agent's
     // state, and the agent's private key is only in agent.key, with mode 0600.
@@ -180,7 +188,7 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
     let agent_id = agent.enroll_with(&collector);
     let data_dir = collector.stop();
 
-    // Collector down: the cycle's batch (inventory and patch) stays in the spool and run --once
+    // Collector down: the cycle's batch (one item per check) stays in the spool and run --once
     // fails.
     let offline = agent.run_once();
     assert!(!offline.ok(), "{offline:?}");
@@ -193,7 +201,10 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
     let collector = Collector::start_on(&data_dir, &address);
     let first = agent.run_once().expect_ok("deliver after outage");
     assert!(
-        first.stdout.contains("4 item(s) stored, 0 already stored"),
+        first.stdout.contains(&format!(
+            "{} item(s) stored, 0 already stored",
+            2 * ITEMS_PER_CYCLE
+        )),
         "{first:?}"
     );
 
@@ -201,7 +212,9 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
     std::fs::copy(&saved, &spooled[0]).expect("restore spool file");
     let resend = agent.run_once().expect_ok("resend");
     assert!(
-        resend.stdout.contains("2 item(s) stored, 2 already stored"),
+        resend.stdout.contains(&format!(
+            "{ITEMS_PER_CYCLE} item(s) stored, {ITEMS_PER_CYCLE} already stored"
+        )),
         "{resend:?}"
     );
 
@@ -210,7 +223,8 @@ fn a_batch_sent_twice_is_stored_once_and_the_spool_survives_an_outage() {
         .iter()
         .map(|e| e["sequence"].as_u64().expect("sequence"))
         .collect();
-    assert_eq!(sequences, vec![1, 2, 3, 4, 5, 6]);
+    let expected: Vec<u64> = (1..=3 * ITEMS_PER_CYCLE as u64).collect();
+    assert_eq!(sequences, expected);
     collector.admin(&["verify"]).expect_ok("verify");
 }
 
@@ -306,5 +320,5 @@ fn the_daemon_reports_at_start_and_stops_cleanly_on_sigterm() {
     let exit = daemon.wait().expect("wait for agent");
     assert!(exit.success(), "agent exits 0 on SIGTERM: {exit:?}");
     assert!(agent.spool_files().is_empty());
-    assert_eq!(collector.evidence(Some(&agent_id)).len(), 2);
+    assert_eq!(collector.evidence(Some(&agent_id)).len(), ITEMS_PER_CYCLE);
 }

@@ -158,8 +158,7 @@ async fn a_certificate_from_another_ca_or_none_at_all_cannot_report() {
     let friend = Agent::new(&tmp.path().join("friend"));
     friend.enroll_with(&ours);
     friend.run_once().expect_ok("legitimate agent");
-    // One cycle: an inventory and a patch item.
-    assert_eq!(ours.evidence(None).len(), 2);
+    assert_eq!(ours.evidence(None).len(), evident_tests::ITEMS_PER_CYCLE);
 }
 
 #[tokio::test]
@@ -256,7 +255,9 @@ async fn a_malformed_batch_is_refused_with_the_reason_and_nothing_is_lost() {
     );
 
     agent.run_once().expect_ok("the collector still serves");
-    // Two cycles of two items each (inventory and patch).
-    assert_eq!(collector.evidence(None).len(), 4);
+    assert_eq!(
+        collector.evidence(None).len(),
+        2 * evident_tests::ITEMS_PER_CYCLE
+    );
     collector.admin(&["verify"]).expect_ok("verify");
 }

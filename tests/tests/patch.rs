@@ -112,7 +112,7 @@ fn check_prints_the_patch_facts_of_this_machine() {
 #[tokio::test]
 async fn every_patch_replay_survives_the_wire() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/checks/patch/testdata");
-    let mut seen = 0;
+    let (mut seen, mut errors) = (0, 0);
     for entry in std::fs::read_dir(&root).expect("testdata") {
         let dir = entry.expect("entry").path();
         let name = dir
@@ -131,6 +131,13 @@ async fn every_patch_replay_survives_the_wire() {
             .unwrap_or_else(|e| panic!("{name}: the collector refuses the item: {e}"));
         let sent = serde_json::to_value(&observation.outcome).expect("json");
         let kept = serde_json::to_value(&stored.outcome).expect("json");
+        if let Some(error) = sent.get("error") {
+            // The error replays (no cache, a broken rpm database, a locked zypper) arrive as
+            // errors with their reason, never as empty facts.
+            assert_eq!(kept["error"]["reason"], error["reason"], "{name}");
+            errors += 1;
+            continue;
+        }
         let Some(sent_facts) = sent.get("patch") else {
             panic!("{name}: no patch facts: {sent:#}");
         };
@@ -152,5 +159,7 @@ async fn every_patch_replay_survives_the_wire() {
             "{name}"
         );
     }
-    assert!(seen >= 2, "replay directories found: {seen}");
+    // One per platform (apt twice, dnf, yum, zypper, macOS twice, Windows) plus the error cases.
+    assert!(seen - errors >= 8, "replays with facts: {}", seen - errors);
+    assert!(errors >= 3, "error replays: {errors}");
 }

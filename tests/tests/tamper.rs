@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use evident_tests::{Agent, Collector, binary, copy_dir, run};
+use evident_tests::{Agent, Collector, ITEMS_PER_CYCLE, binary, copy_dir, run};
 use rusqlite::{Connection, params};
 
 /// The chain hash as ARCHITECTURE.md documents it, written independently of the collector.
@@ -115,15 +115,17 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     let collector = Collector::start(&tmp.path().join("collector"));
     let agent = Agent::new(&tmp.path().join("agent"));
     let agent_id = agent.enroll_with(&collector);
-    // Each cycle stores an inventory item then a patch item: sequence 3 is the second
-    // inventory, which carries the hostname the attacker edits.
+    // Each cycle stores one item per check, inventory first: the attacker edits the second
+    // cycle's inventory item, which carries the hostname.
     for _ in 0..3 {
         agent.run_once().expect_ok("run --once");
     }
-    let hostname = collector.evidence(None)[2]["item"]["outcome"]["inventory"]["hostname"]
-        .as_str()
-        .expect("hostname")
-        .to_owned();
+    let target = ITEMS_PER_CYCLE as i64 + 1;
+    let hostname =
+        collector.evidence(None)[ITEMS_PER_CYCLE]["item"]["outcome"]["inventory"]["hostname"]
+            .as_str()
+            .expect("hostname")
+            .to_owned();
     let data = collector.stop();
     let intact = verify(&data);
     assert!(intact.ok(), "{intact:?}");
@@ -135,7 +137,7 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     let expect_break = |dir: &Path, needle: &str| -> String {
         let out = verify(dir);
         assert_eq!(out.code, Some(1), "{out:?}");
-        let line = format!("BREAK agent {agent_id} sequence 3: ");
+        let line = format!("BREAK agent {agent_id} sequence {target}: ");
         assert!(out.stdout.contains(&line), "expected {line:?} in {out:?}");
         assert!(
             out.stdout.contains(needle),
@@ -148,23 +150,23 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     let dir = copy("row-changed");
     open_as_attacker(&dir)
         .execute(
-            "UPDATE evidence SET observed_at_ms = observed_at_ms - 86400000 WHERE sequence = 3",
-            [],
+            "UPDATE evidence SET observed_at_ms = observed_at_ms - 86400000 WHERE sequence = ?1",
+            [target],
         )
         .expect("update");
     expect_break(&dir, "observed_at_ms");
 
     // 2. The item itself changed, chain left alone: the stored hash no longer matches.
     let dir = copy("item-changed");
-    rewrite_hostname(&open_as_attacker(&dir), &agent_id, 3, &hostname);
+    rewrite_hostname(&open_as_attacker(&dir), &agent_id, target, &hostname);
     expect_break(&dir, "differs from the hash of its signed item");
 
     // 3. The item changed and every hash after it recomputed: the chain is consistent again,
     //    and only the agent's signature shows the change.
     let dir = copy("item-changed-and-rehashed");
     let conn = open_as_attacker(&dir);
-    rewrite_hostname(&conn, &agent_id, 3, &hostname);
-    rehash_from(&conn, &agent_id, 3);
+    rewrite_hostname(&conn, &agent_id, target, &hostname);
+    rehash_from(&conn, &agent_id, target);
     drop(conn);
     let out = expect_break(&dir, "signature does not match");
     assert!(
@@ -175,14 +177,18 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     // 4. A row deleted from the middle: the next row's prev_hash no longer links up.
     let dir = copy("row-deleted");
     let conn = open_as_attacker(&dir);
-    conn.execute_batch("DROP TRIGGER evidence_no_delete; DELETE FROM evidence WHERE sequence = 3;")
+    conn.execute_batch("DROP TRIGGER evidence_no_delete;")
+        .expect("drop trigger");
+    conn.execute("DELETE FROM evidence WHERE sequence = ?1", [target])
         .expect("delete");
     drop(conn);
     let out = verify(&dir);
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(
-        out.stdout
-            .contains(&format!("BREAK agent {agent_id} sequence 4: prev_hash")),
+        out.stdout.contains(&format!(
+            "BREAK agent {agent_id} sequence {}: prev_hash",
+            target + 1
+        )),
         "{out:?}"
     );
 }

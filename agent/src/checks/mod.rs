@@ -5,8 +5,10 @@
 //! **Invariant:** a check that cannot run yields [`Outcome::Error`] with the reason; it never
 //! panics and never makes the other checks fail.
 
+pub mod disk_encryption;
 pub mod inventory;
 pub mod patch;
+mod powershell;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -23,17 +25,24 @@ pub enum CheckKind {
     Inventory,
     /// Pending and security updates, last install, automatic updates, pending reboot (A.8.8).
     Patch,
+    /// Encryption of every volume, and of the system, data and swap as a whole (A.8.24, A.8.1).
+    DiskEncryption,
 }
 
 impl CheckKind {
     /// Every check, in the order `run_all` runs them.
-    pub const ALL: &'static [CheckKind] = &[CheckKind::Inventory, CheckKind::Patch];
+    pub const ALL: &'static [CheckKind] = &[
+        CheckKind::Inventory,
+        CheckKind::Patch,
+        CheckKind::DiskEncryption,
+    ];
 
     /// The snake_case name used in evidence, logs and the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
             CheckKind::Inventory => "inventory",
             CheckKind::Patch => "patch",
+            CheckKind::DiskEncryption => "disk_encryption",
         }
     }
 }
@@ -62,6 +71,7 @@ pub struct Observation {
 pub enum Outcome {
     Inventory(inventory::InventoryFacts),
     Patch(patch::PatchFacts),
+    DiskEncryption(disk_encryption::DiskEncryptionFacts),
     Error(CheckError),
 }
 
@@ -123,6 +133,9 @@ pub async fn run(kind: CheckKind, host: &Host) -> Observation {
         let outcome = match kind {
             CheckKind::Inventory => inventory::collect(host).await.map(Outcome::Inventory),
             CheckKind::Patch => patch::collect(host).await.map(Outcome::Patch),
+            CheckKind::DiskEncryption => disk_encryption::collect(host)
+                .await
+                .map(Outcome::DiskEncryption),
         };
         match outcome {
             Ok(outcome) => outcome,

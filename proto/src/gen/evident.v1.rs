@@ -100,15 +100,15 @@ pub struct EvidenceItem {
     pub check: i32,
     #[prost(int64, tag = "3")]
     pub observed_at_unix_ms: i64,
-    /// What the check observed, or why it could not observe. Numbers 12 and 13 are kept for the
-    /// disk-encryption and backup payloads.
-    #[prost(oneof = "evidence_item::Outcome", tags = "9, 10, 11")]
+    /// What the check observed, or why it could not observe. Number 13 is kept for the backup
+    /// payload.
+    #[prost(oneof = "evidence_item::Outcome", tags = "9, 10, 11, 12")]
     pub outcome: ::core::option::Option<evidence_item::Outcome>,
 }
 /// Nested message and enum types in `EvidenceItem`.
 pub mod evidence_item {
-    /// What the check observed, or why it could not observe. Numbers 12 and 13 are kept for the
-    /// disk-encryption and backup payloads.
+    /// What the check observed, or why it could not observe. Number 13 is kept for the backup
+    /// payload.
     #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Outcome {
         #[prost(message, tag = "9")]
@@ -117,6 +117,8 @@ pub mod evidence_item {
         Inventory(super::InventoryFacts),
         #[prost(message, tag = "11")]
         Patch(super::PatchFacts),
+        #[prost(message, tag = "12")]
+        DiskEncryption(super::DiskEncryptionFacts),
     }
 }
 /// A check that could not run reports this instead of facts.
@@ -266,6 +268,56 @@ pub struct RebootReason {
     #[prost(string, tag = "2")]
     pub detail: ::prost::alloc::string::String,
 }
+/// Disk encryption of one host (A.8.24, A.8.1). Key protectors are types only, never values.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DiskEncryptionFacts {
+    #[prost(message, repeated, tag = "1")]
+    pub volumes: ::prost::alloc::vec::Vec<Volume>,
+    /// Absent when it could not be told.
+    #[prost(bool, optional, tag = "2")]
+    pub system_encrypted: ::core::option::Option<bool>,
+    /// Every fixed data volume encrypted (true when there are none); absent when one is unknown.
+    #[prost(bool, optional, tag = "3")]
+    pub fixed_data_encrypted: ::core::option::Option<bool>,
+    #[prost(enumeration = "SwapState", tag = "4")]
+    pub swap: i32,
+    #[prost(message, repeated, tag = "5")]
+    pub unreadable: ::prost::alloc::vec::Vec<UnreadableFact>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Volume {
+    /// Device, drive letter or APFS volume identifier.
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, repeated, tag = "2")]
+    pub mount_points: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(enumeration = "VolumeRole", tag = "3")]
+    pub role: i32,
+    #[prost(enumeration = "EncryptionState", tag = "4")]
+    pub encrypted: i32,
+    /// How the agent knows, or why it does not.
+    #[prost(string, tag = "5")]
+    pub reason: ::prost::alloc::string::String,
+    /// luks1, luks2, plain_dm_crypt, bitlocker, filevault, zfs_native, fscrypt.
+    #[prost(string, optional, tag = "6")]
+    pub scheme: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "7")]
+    pub cipher: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(uint32, optional, tag = "8")]
+    pub key_bits: ::core::option::Option<u32>,
+    /// BitLocker protection: on, off.
+    #[prost(string, optional, tag = "9")]
+    pub protection: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(uint32, optional, tag = "10")]
+    pub progress_percent: ::core::option::Option<u32>,
+    /// Types only: passphrase, tpm, tpm_pin, recovery_password, fido2, tpm2, ...
+    #[prost(string, repeated, tag = "11")]
+    pub key_protectors: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "12")]
+    pub filesystem: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(uint64, optional, tag = "13")]
+    pub size_bytes: ::core::option::Option<u64>,
+}
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct UnreadableFact {
     /// The field name in the facts message, e.g. "hardware_serial" or "last_install".
@@ -347,6 +399,120 @@ impl CheckKind {
             "CHECK_KIND_PATCH" => Some(Self::Patch),
             "CHECK_KIND_DISK_ENCRYPTION" => Some(Self::DiskEncryption),
             "CHECK_KIND_BACKUP" => Some(Self::Backup),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum VolumeRole {
+    Unspecified = 0,
+    System = 1,
+    Data = 2,
+    Swap = 3,
+    Removable = 4,
+    Other = 5,
+}
+impl VolumeRole {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "VOLUME_ROLE_UNSPECIFIED",
+            Self::System => "VOLUME_ROLE_SYSTEM",
+            Self::Data => "VOLUME_ROLE_DATA",
+            Self::Swap => "VOLUME_ROLE_SWAP",
+            Self::Removable => "VOLUME_ROLE_REMOVABLE",
+            Self::Other => "VOLUME_ROLE_OTHER",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "VOLUME_ROLE_UNSPECIFIED" => Some(Self::Unspecified),
+            "VOLUME_ROLE_SYSTEM" => Some(Self::System),
+            "VOLUME_ROLE_DATA" => Some(Self::Data),
+            "VOLUME_ROLE_SWAP" => Some(Self::Swap),
+            "VOLUME_ROLE_REMOVABLE" => Some(Self::Removable),
+            "VOLUME_ROLE_OTHER" => Some(Self::Other),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum EncryptionState {
+    Unspecified = 0,
+    Encrypted = 1,
+    NotEncrypted = 2,
+    Partial = 3,
+    Encrypting = 4,
+    Decrypting = 5,
+    Unknown = 6,
+}
+impl EncryptionState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "ENCRYPTION_STATE_UNSPECIFIED",
+            Self::Encrypted => "ENCRYPTION_STATE_ENCRYPTED",
+            Self::NotEncrypted => "ENCRYPTION_STATE_NOT_ENCRYPTED",
+            Self::Partial => "ENCRYPTION_STATE_PARTIAL",
+            Self::Encrypting => "ENCRYPTION_STATE_ENCRYPTING",
+            Self::Decrypting => "ENCRYPTION_STATE_DECRYPTING",
+            Self::Unknown => "ENCRYPTION_STATE_UNKNOWN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "ENCRYPTION_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "ENCRYPTION_STATE_ENCRYPTED" => Some(Self::Encrypted),
+            "ENCRYPTION_STATE_NOT_ENCRYPTED" => Some(Self::NotEncrypted),
+            "ENCRYPTION_STATE_PARTIAL" => Some(Self::Partial),
+            "ENCRYPTION_STATE_ENCRYPTING" => Some(Self::Encrypting),
+            "ENCRYPTION_STATE_DECRYPTING" => Some(Self::Decrypting),
+            "ENCRYPTION_STATE_UNKNOWN" => Some(Self::Unknown),
+            _ => None,
+        }
+    }
+}
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum SwapState {
+    Unspecified = 0,
+    Encrypted = 1,
+    Absent = 2,
+    Unencrypted = 3,
+    Unknown = 4,
+}
+impl SwapState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "SWAP_STATE_UNSPECIFIED",
+            Self::Encrypted => "SWAP_STATE_ENCRYPTED",
+            Self::Absent => "SWAP_STATE_ABSENT",
+            Self::Unencrypted => "SWAP_STATE_UNENCRYPTED",
+            Self::Unknown => "SWAP_STATE_UNKNOWN",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "SWAP_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "SWAP_STATE_ENCRYPTED" => Some(Self::Encrypted),
+            "SWAP_STATE_ABSENT" => Some(Self::Absent),
+            "SWAP_STATE_UNENCRYPTED" => Some(Self::Unencrypted),
+            "SWAP_STATE_UNKNOWN" => Some(Self::Unknown),
             _ => None,
         }
     }
