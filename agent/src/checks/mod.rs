@@ -154,6 +154,46 @@ pub async fn run(kind: CheckKind, host: &Host) -> Observation {
     }
 }
 
+/// Runs a command and returns its output when it exited with one of `ok_statuses`, or the
+/// reason it gave none (missing program, timeout, other status with its stderr).
+pub(crate) async fn run_expecting(
+    host: &Host,
+    program: &str,
+    args: &[&str],
+    ok_statuses: &[i32],
+) -> Result<crate::host::CommandOutput, String> {
+    let output = host
+        .run(program, args)
+        .await
+        .map_err(|error| error.to_string())?;
+    if output.status.is_some_and(|s| ok_statuses.contains(&s)) {
+        return Ok(output);
+    }
+    let status = output
+        .status
+        .map_or_else(|| "a signal".to_owned(), |code| format!("status {code}"));
+    let argv = crate::host::display_argv(program, args);
+    let stderr = output.stderr.trim();
+    if stderr.is_empty() {
+        Err(format!("`{argv}` exited with {status}"))
+    } else {
+        Err(format!(
+            "`{argv}` exited with {status}: {}",
+            first_lines(stderr, 5)
+        ))
+    }
+}
+
+/// The first `n` lines of `text`, for error messages that must stay short.
+pub(crate) fn first_lines(text: &str, n: usize) -> String {
+    let mut lines: Vec<&str> = text.lines().take(n + 1).collect();
+    if lines.len() > n {
+        lines.truncate(n);
+        lines.push("…");
+    }
+    lines.join(" / ")
+}
+
 fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

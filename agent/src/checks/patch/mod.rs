@@ -27,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use local_time::LocalClock;
 
+pub(crate) use super::{first_lines, run_expecting};
+
 use super::{CheckError, UnreadableFact};
 use crate::host::{Host, HostError, OsFamily};
 
@@ -264,36 +266,6 @@ async fn collect_linux(host: &Host) -> Result<PatchFacts, CheckError> {
     .with_source(absent.join("; ")))
 }
 
-/// Runs a command and returns its output when it exited with one of `ok_statuses`, or the
-/// reason it gave none (missing program, timeout, other status with its stderr).
-pub(crate) async fn run_expecting(
-    host: &Host,
-    program: &str,
-    args: &[&str],
-    ok_statuses: &[i32],
-) -> Result<crate::host::CommandOutput, String> {
-    let output = host
-        .run(program, args)
-        .await
-        .map_err(|error| error.to_string())?;
-    if output.status.is_some_and(|s| ok_statuses.contains(&s)) {
-        return Ok(output);
-    }
-    let status = output
-        .status
-        .map_or_else(|| "a signal".to_owned(), |code| format!("status {code}"));
-    let argv = crate::host::display_argv(program, args);
-    let stderr = output.stderr.trim();
-    if stderr.is_empty() {
-        Err(format!("`{argv}` exited with {status}"))
-    } else {
-        Err(format!(
-            "`{argv}` exited with {status}: {}",
-            first_lines(stderr, 5)
-        ))
-    }
-}
-
 /// `find … -printf '%T@ %p\n'` output: path -> modification time in milliseconds. One `find`
 /// is how the package-manager modules read file times, so that they are recorded and replayed
 /// like any other command.
@@ -322,16 +294,6 @@ pub(crate) async fn unit_enabled_state(host: &Host, unit: &str) -> Result<String
         .filter(|s| !s.is_empty())
         .unwrap_or("not-found")
         .to_owned())
-}
-
-/// The first `n` lines of `text`, for error messages that must stay short.
-pub(crate) fn first_lines(text: &str, n: usize) -> String {
-    let mut lines: Vec<&str> = text.lines().take(n + 1).collect();
-    if lines.len() > n {
-        lines.truncate(n);
-        lines.push("…");
-    }
-    lines.join(" / ")
 }
 
 #[cfg(test)]
