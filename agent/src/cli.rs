@@ -65,6 +65,9 @@ pub struct CheckCli {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// A TOML config file whose `[backup]` sources to check (see deploy/agent.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Also save every command and file the checks read into DIR (see docs/record-replay.md).
     #[arg(long, value_name = "DIR", conflicts_with = "replay")]
     pub record: Option<PathBuf>,
@@ -104,7 +107,16 @@ pub async fn check(args: CheckCli) -> anyhow::Result<()> {
         (None, Some(dir)) => Host::replay(dir)?,
         (None, None) => Host::live(),
     };
-    let observations = checks::run_all(&host).await;
+    // Without a state directory nothing is remembered: integrity checks and restore tests of
+    // the configured repositories run now.
+    let mut context = checks::Context {
+        backup_sources: match &args.config {
+            Some(path) => FileConfig::load(path)?.backup_sources()?,
+            None => Vec::new(),
+        },
+        backup_memory: Default::default(),
+    };
+    let observations = checks::run_all(&host, &mut context).await;
     host.finish().context("finish the recording")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&observations)?);
@@ -268,6 +280,61 @@ fn print_disk_encryption(facts: &checks::disk_encryption::DiskEncryptionFacts) {
     }
 }
 
+/// The backup facts for people: one block per source.
+fn print_backup(facts: &checks::backup::BackupFacts) {
+    if facts.sources.is_empty() {
+        println!("  no backup source configured (agent.toml [backup]) or found on this host");
+    }
+    let when = |ms: Option<i64>| ms.map_or_else(|| "(none)".to_owned(), format_ms);
+    for source in &facts.sources {
+        println!(
+            "  {} {} ({}) {}",
+            source.tool,
+            source.name,
+            source.destination,
+            source.tool_version.as_deref().unwrap_or("")
+        );
+        if let Some(error) = &source.error {
+            println!("    error {}: {}", error.kind.as_str(), error.message);
+        }
+        println!(
+            "    last success      {}",
+            when(source.last_success_unix_ms)
+        );
+        if let Some(result) = &source.last_attempt_result {
+            println!(
+                "    last attempt      {} {result}",
+                when(source.last_attempt_unix_ms)
+            );
+        }
+        if let Some(count) = source.snapshot_count {
+            println!("    snapshots         {count}");
+        }
+        if !source.paths.is_empty() {
+            println!("    paths             {}", source.paths.join(", "));
+        }
+        if let Some(bytes) = source.repository_size_bytes {
+            println!("    repository size   {bytes} bytes");
+        }
+        for (label, run) in [
+            ("integrity check", &source.integrity_check),
+            ("restore test", &source.restore_test),
+        ] {
+            if let Some(run) = run {
+                let verdict = if run.passed { "passed" } else { "FAILED" };
+                println!(
+                    "    {label:<17} {verdict} at {}: {}",
+                    format_ms(run.at_unix_ms),
+                    run.detail
+                );
+            }
+        }
+    }
+    for u in &facts.unreadable {
+        println!("  unreadable        {}: {}", u.fact, u.reason);
+    }
+}
+
 fn print_observation(observation: &Observation) -> anyhow::Result<()> {
     let when = format_ms(observation.observed_at_unix_ms);
     println!("{} (observed {when})", observation.check);
@@ -283,6 +350,10 @@ fn print_observation(observation: &Observation) -> anyhow::Result<()> {
         }
         Outcome::DiskEncryption(facts) => {
             print_disk_encryption(facts);
+            return Ok(());
+        }
+        Outcome::Backup(facts) => {
+            print_backup(facts);
             return Ok(());
         }
     };

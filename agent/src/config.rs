@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::checks::backup::{BackupFile, Declared};
+
 pub const DEFAULT_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_JITTER_SECS: u64 = 300;
 pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 30;
@@ -20,6 +22,8 @@ pub struct FileConfig {
     pub jitter_secs: Option<u64>,
     pub command_timeout_secs: Option<u64>,
     pub max_batch_items: Option<usize>,
+    /// The backup repositories and jobs to report on (see `checks::backup::config`).
+    pub backup: Option<BackupFile>,
 }
 
 /// Everything `run` needs, validated.
@@ -32,6 +36,7 @@ pub struct RunConfig {
     pub jitter: Duration,
     pub command_timeout: Duration,
     pub max_batch_items: usize,
+    pub backup_sources: Vec<Declared>,
 }
 
 impl FileConfig {
@@ -41,7 +46,16 @@ impl FileConfig {
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
     }
 
+    /// The validated `[backup]` sources (none when the section is absent).
+    pub fn backup_sources(&self) -> anyhow::Result<Vec<Declared>> {
+        match &self.backup {
+            Some(backup) => backup.validate().map_err(|e| anyhow::anyhow!(e)),
+            None => Ok(Vec::new()),
+        }
+    }
+
     pub fn validate(self, state_dir: Option<PathBuf>) -> anyhow::Result<RunConfig> {
+        let backup_sources = self.backup_sources()?;
         let state_dir = state_dir.or(self.state_dir).context(
             "no state directory: pass --state-dir DIR or set state_dir in the config file",
         )?;
@@ -66,6 +80,7 @@ impl FileConfig {
             bail!("max_batch_items is {max_batch_items}: it must be between 1 and 10000");
         }
         Ok(RunConfig {
+            backup_sources,
             state_dir,
             interval: Duration::from_secs(interval),
             jitter: Duration::from_secs(jitter),

@@ -2,6 +2,7 @@
 
 use evident_proto::v1;
 
+use crate::checks::backup::{BackupFacts, RunResult};
 use crate::checks::disk_encryption::{DiskEncryptionFacts, EncryptionState, SwapState, VolumeRole};
 use crate::checks::inventory::InventoryFacts;
 use crate::checks::patch::PatchFacts;
@@ -14,6 +15,7 @@ pub fn evidence_item(sequence: u64, observation: &Observation) -> v1::EvidenceIt
         Outcome::DiskEncryption(facts) => {
             v1::evidence_item::Outcome::DiskEncryption(disk_encryption(facts))
         }
+        Outcome::Backup(facts) => v1::evidence_item::Outcome::Backup(backup(facts)),
         Outcome::Error(error) => v1::evidence_item::Outcome::Error(v1::CheckError {
             reason: error.reason.clone(),
             source: error.source.clone().unwrap_or_default(),
@@ -32,6 +34,7 @@ fn check_kind(kind: CheckKind) -> v1::CheckKind {
         CheckKind::Inventory => v1::CheckKind::Inventory,
         CheckKind::Patch => v1::CheckKind::Patch,
         CheckKind::DiskEncryption => v1::CheckKind::DiskEncryption,
+        CheckKind::Backup => v1::CheckKind::Backup,
     }
 }
 
@@ -143,6 +146,43 @@ fn disk_encryption(f: &DiskEncryptionFacts) -> v1::DiskEncryptionFacts {
         system_encrypted: f.system_encrypted,
         fixed_data_encrypted: f.fixed_data_encrypted,
         swap: swap_state(f.swap) as i32,
+        unreadable: unreadable(&f.unreadable),
+    }
+}
+
+fn backup(f: &BackupFacts) -> v1::BackupFacts {
+    let run = |r: &Option<RunResult>| {
+        r.as_ref().map(|r| v1::RunResult {
+            at_unix_ms: r.at_unix_ms,
+            passed: r.passed,
+            detail: r.detail.clone(),
+        })
+    };
+    v1::BackupFacts {
+        sources: f
+            .sources
+            .iter()
+            .map(|s| v1::BackupSource {
+                tool: s.tool.clone(),
+                tool_version: s.tool_version.clone(),
+                name: s.name.clone(),
+                destination: s.destination.clone(),
+                last_success_unix_ms: s.last_success_unix_ms,
+                last_attempt_unix_ms: s.last_attempt_unix_ms,
+                last_attempt_result: s.last_attempt_result.clone(),
+                snapshot_count: s.snapshot_count,
+                paths: s.paths.clone(),
+                host_filter: s.host_filter.clone(),
+                tags: s.tags.clone(),
+                repository_size_bytes: s.repository_size_bytes,
+                integrity_check: run(&s.integrity_check),
+                restore_test: run(&s.restore_test),
+                error: s.error.as_ref().map(|e| v1::SourceError {
+                    kind: e.kind.as_str().to_owned(),
+                    message: e.message.clone(),
+                }),
+            })
+            .collect(),
         unreadable: unreadable(&f.unreadable),
     }
 }

@@ -50,6 +50,15 @@ pub fn spool_observations(
     Ok(spooled)
 }
 
+/// Runs every check once and remembers what the backup check ran.
+async fn cycle(host: &Host, context: &mut checks::Context, state: &StateDir) -> Vec<Observation> {
+    let observations = checks::run_all(host, context).await;
+    if let Err(error) = state.save_backup_memory(&context.backup_memory) {
+        warn!(error = %format!("{error:#}"), "could not save the backup memory; integrity checks and restore tests may run again");
+    }
+    observations
+}
+
 /// Runs until `shutdown` completes; with `once`, one cycle and one delivery attempt.
 pub async fn run(
     config: RunConfig,
@@ -61,10 +70,14 @@ pub async fn run(
     let spool = Spool::open(&state.spool_dir())?;
     let mut sequencer = Sequencer::open(state.sequence_file(), &spool)?;
     let host = Host::live().with_command_timeout(config.command_timeout);
+    let mut context = checks::Context {
+        backup_sources: config.backup_sources.clone(),
+        backup_memory: state.load_backup_memory(),
+    };
     info!(agent = %credentials.enrollment.agent_id, collector = %credentials.collector, "agent started");
 
     if once {
-        let observations = checks::run_all(&host).await;
+        let observations = cycle(&host, &mut context, &state).await;
         spool_observations(
             &observations,
             &mut sequencer,
@@ -92,7 +105,7 @@ pub async fn run(
     loop {
         let now = Instant::now();
         if now >= next_cycle {
-            let observations = checks::run_all(&host).await;
+            let observations = cycle(&host, &mut context, &state).await;
             match spool_observations(
                 &observations,
                 &mut sequencer,

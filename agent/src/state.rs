@@ -76,6 +76,35 @@ impl StateDir {
     pub fn sequence_file(&self) -> PathBuf {
         self.root.join("sequence")
     }
+    /// When each backup repository's integrity check and restore test last ran (JSON).
+    pub fn backup_memory_file(&self) -> PathBuf {
+        self.root.join("backup-memory.json")
+    }
+
+    /// Loads the backup memory; a missing file is a fresh memory, and so, with a warning, is a
+    /// corrupt one (the checks then simply run again).
+    pub fn load_backup_memory(&self) -> crate::checks::backup::BackupMemory {
+        let path = self.backup_memory_file();
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|error| {
+                tracing::warn!(%error, path = %path.display(), "backup memory unreadable; integrity checks and restore tests run again");
+                Default::default()
+            }),
+            Err(_) => Default::default(),
+        }
+    }
+
+    pub fn save_backup_memory(
+        &self,
+        memory: &crate::checks::backup::BackupMemory,
+    ) -> anyhow::Result<()> {
+        write_atomic(
+            &self.backup_memory_file(),
+            &serde_json::to_vec_pretty(memory)?,
+            false,
+        )
+    }
+
     pub fn spool_dir(&self) -> PathBuf {
         self.root.join("spool")
     }

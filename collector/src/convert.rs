@@ -4,9 +4,9 @@ use evident_proto::v1;
 use prost::Message;
 
 use crate::model::{
-    AutomaticUpdates, CheckKind, DiskEncryptionFacts, EvidenceItem, HostFacts, InventoryFacts,
-    Outcome, PackageManager, PatchFacts, PendingUpdate, RebootFacts, RebootReason, UnreadableFact,
-    Volume,
+    AutomaticUpdates, BackupFacts, BackupSource, CheckKind, DiskEncryptionFacts, EvidenceItem,
+    HostFacts, InventoryFacts, Outcome, PackageManager, PatchFacts, PendingUpdate, RebootFacts,
+    RebootReason, RunResult, SourceError, UnreadableFact, Volume,
 };
 
 /// An `ItemList` read with each item kept as raw bytes. On the wire a repeated message field and a
@@ -109,6 +109,16 @@ pub fn decode_item(index: usize, bytes: &[u8]) -> Result<EvidenceItem, DecodeErr
                 });
             }
             Outcome::DiskEncryption(disk_encryption(sequence, facts)?)
+        }
+        Some(v1::evidence_item::Outcome::Backup(facts)) => {
+            if check != CheckKind::Backup {
+                return Err(DecodeError::PayloadMismatch {
+                    sequence,
+                    check: check.as_str(),
+                    payload: "backup",
+                });
+            }
+            Outcome::Backup(backup(facts))
         }
     };
     Ok(EvidenceItem {
@@ -282,6 +292,43 @@ fn disk_encryption(
         swap,
         unreadable: unreadable(f.unreadable),
     })
+}
+
+fn backup(f: v1::BackupFacts) -> BackupFacts {
+    let run = |r: Option<v1::RunResult>| {
+        r.map(|r| RunResult {
+            at_unix_ms: r.at_unix_ms,
+            passed: r.passed,
+            detail: r.detail,
+        })
+    };
+    BackupFacts {
+        sources: f
+            .sources
+            .into_iter()
+            .map(|s| BackupSource {
+                tool: s.tool,
+                tool_version: s.tool_version,
+                name: s.name,
+                destination: s.destination,
+                last_success_unix_ms: s.last_success_unix_ms,
+                last_attempt_unix_ms: s.last_attempt_unix_ms,
+                last_attempt_result: s.last_attempt_result,
+                snapshot_count: s.snapshot_count,
+                paths: s.paths,
+                host_filter: s.host_filter,
+                tags: s.tags,
+                repository_size_bytes: s.repository_size_bytes,
+                integrity_check: run(s.integrity_check),
+                restore_test: run(s.restore_test),
+                error: s.error.map(|e| SourceError {
+                    kind: e.kind,
+                    message: e.message,
+                }),
+            })
+            .collect(),
+        unreadable: unreadable(f.unreadable),
+    }
 }
 
 pub fn host_facts(host: Option<v1::HostFacts>, agent_version: String) -> HostFacts {

@@ -57,6 +57,7 @@ pub enum Outcome {
     Inventory(InventoryFacts),
     Patch(PatchFacts),
     DiskEncryption(DiskEncryptionFacts),
+    Backup(BackupFacts),
     Error { reason: String, source: String },
 }
 
@@ -163,6 +164,45 @@ pub struct Volume {
     pub key_protectors: Vec<String>,
     pub filesystem: Option<String>,
     pub size_bytes: Option<u64>,
+}
+
+/// Backups of one host as its agent observed them (A.8.13).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupFacts {
+    pub sources: Vec<BackupSource>,
+    pub unreadable: Vec<UnreadableFact>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackupSource {
+    pub tool: String,
+    pub tool_version: Option<String>,
+    pub name: String,
+    pub destination: String,
+    pub last_success_unix_ms: Option<i64>,
+    pub last_attempt_unix_ms: Option<i64>,
+    pub last_attempt_result: Option<String>,
+    pub snapshot_count: Option<u32>,
+    pub paths: Vec<String>,
+    pub host_filter: Option<String>,
+    pub tags: Vec<String>,
+    pub repository_size_bytes: Option<u64>,
+    pub integrity_check: Option<RunResult>,
+    pub restore_test: Option<RunResult>,
+    pub error: Option<SourceError>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunResult {
+    pub at_unix_ms: i64,
+    pub passed: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceError {
+    pub kind: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -86,6 +86,33 @@ pub fn summary(record: &EvidenceRecord) -> String {
             }
             parts.join(", ")
         }
+        Some(Outcome::Backup(f)) => {
+            if f.sources.is_empty() {
+                return "no backup source configured or found".to_owned();
+            }
+            f.sources
+                .iter()
+                .map(|s| {
+                    let mut text = format!("{} {}", s.tool, s.name);
+                    if let Some(error) = &s.error {
+                        text.push_str(&format!(": error {}", error.kind));
+                    } else if let Some(ms) = s.last_success_unix_ms {
+                        text.push_str(&format!(": last success {}", format_unix_ms(ms)));
+                    } else {
+                        text.push_str(": no successful backup");
+                    }
+                    if let Some(n) = s.snapshot_count {
+                        text.push_str(&format!(", {n} snapshots"));
+                    }
+                    if let Some(test) = &s.restore_test {
+                        let result = if test.passed { "passed" } else { "FAILED" };
+                        text.push_str(&format!(", restore test {result}"));
+                    }
+                    text
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
         Some(Outcome::DiskEncryption(f)) => {
             let yes_no = |v: Option<bool>| match v {
                 Some(true) => "yes",

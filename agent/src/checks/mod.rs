@@ -5,6 +5,7 @@
 //! **Invariant:** a check that cannot run yields [`Outcome::Error`] with the reason; it never
 //! panics and never makes the other checks fail.
 
+pub mod backup;
 pub mod disk_encryption;
 pub mod inventory;
 pub mod patch;
@@ -27,6 +28,8 @@ pub enum CheckKind {
     Patch,
     /// Encryption of every volume, and of the system, data and swap as a whole (A.8.24, A.8.1).
     DiskEncryption,
+    /// Backup recency, snapshot counts, integrity checks and restore tests (A.8.13).
+    Backup,
 }
 
 impl CheckKind {
@@ -35,6 +38,7 @@ impl CheckKind {
         CheckKind::Inventory,
         CheckKind::Patch,
         CheckKind::DiskEncryption,
+        CheckKind::Backup,
     ];
 
     /// The snake_case name used in evidence, logs and the CLI.
@@ -43,6 +47,7 @@ impl CheckKind {
             CheckKind::Inventory => "inventory",
             CheckKind::Patch => "patch",
             CheckKind::DiskEncryption => "disk_encryption",
+            CheckKind::Backup => "backup",
         }
     }
 }
@@ -72,6 +77,7 @@ pub enum Outcome {
     Inventory(inventory::InventoryFacts),
     Patch(patch::PatchFacts),
     DiskEncryption(disk_encryption::DiskEncryptionFacts),
+    Backup(backup::BackupFacts),
     Error(CheckError),
 }
 
@@ -116,18 +122,26 @@ impl std::fmt::Display for CheckError {
     }
 }
 
+/// What checks need besides the host: what the agent was told (backup sources) and what it
+/// remembers between cycles (when integrity checks and restore tests last ran).
+#[derive(Debug, Clone, Default)]
+pub struct Context {
+    pub backup_sources: Vec<backup::Declared>,
+    pub backup_memory: backup::BackupMemory,
+}
+
 /// Runs every check once against `host`; a check that cannot run yields [`Outcome::Error`],
 /// never a panic.
-pub async fn run_all(host: &Host) -> Vec<Observation> {
+pub async fn run_all(host: &Host, context: &mut Context) -> Vec<Observation> {
     let mut observations = Vec::with_capacity(CheckKind::ALL.len());
     for &kind in CheckKind::ALL {
-        observations.push(run(kind, host).await);
+        observations.push(run(kind, host, context).await);
     }
     observations
 }
 
 /// Runs one check against `host`.
-pub async fn run(kind: CheckKind, host: &Host) -> Observation {
+pub async fn run(kind: CheckKind, host: &Host, context: &mut Context) -> Observation {
     let span = tracing::info_span!("check", check = %kind, os = %host.os_family());
     let outcome = async {
         let outcome = match kind {
@@ -136,6 +150,11 @@ pub async fn run(kind: CheckKind, host: &Host) -> Observation {
             CheckKind::DiskEncryption => disk_encryption::collect(host)
                 .await
                 .map(Outcome::DiskEncryption),
+            CheckKind::Backup => {
+                backup::collect(host, &context.backup_sources, &mut context.backup_memory)
+                    .await
+                    .map(Outcome::Backup)
+            }
         };
         match outcome {
             Ok(outcome) => outcome,
@@ -194,7 +213,7 @@ pub(crate) fn first_lines(text: &str, n: usize) -> String {
     lines.join(" / ")
 }
 
-fn now_unix_ms() -> i64 {
+pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

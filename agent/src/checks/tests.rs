@@ -10,7 +10,8 @@ fn check_kinds_have_stable_names() {
         &[
             CheckKind::Inventory,
             CheckKind::Patch,
-            CheckKind::DiskEncryption
+            CheckKind::DiskEncryption,
+            CheckKind::Backup
         ]
     );
     for &kind in CheckKind::ALL {
@@ -26,7 +27,7 @@ async fn run_all_reports_every_check_once() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("src/checks/inventory/testdata/replay-macos-sonoma");
     let host = Host::replay(&dir).expect("loads");
-    let observations = run_all(&host).await;
+    let observations = run_all(&host, &mut Context::default()).await;
     assert_eq!(observations.len(), CheckKind::ALL.len());
     let inventory = &observations[0];
     assert_eq!(inventory.check, CheckKind::Inventory);
@@ -49,7 +50,7 @@ async fn a_check_that_cannot_run_is_an_error_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("host.toml"), "os_family = \"windows\"\n").expect("write");
     let host = Host::replay(dir.path()).expect("loads");
-    let observation = run(CheckKind::Inventory, &host).await;
+    let observation = run(CheckKind::Inventory, &host, &mut Context::default()).await;
     let Outcome::Error(error) = &observation.outcome else {
         panic!("expected an error, got {:?}", observation.outcome);
     };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{CommandOutput, HostError, display_argv};
+use super::{HostError, RawCommandOutput, display_argv};
 
 /// A finished program's output, before it is decoded as text.
 pub(super) struct RawOutput {
@@ -16,10 +16,10 @@ pub(super) struct RawOutput {
 }
 
 impl RawOutput {
-    pub fn into_output(self) -> CommandOutput {
-        CommandOutput {
+    pub fn into_raw(self) -> RawCommandOutput {
+        RawCommandOutput {
             status: self.status,
-            stdout: String::from_utf8_lossy(&self.stdout).into_owned(),
+            stdout: self.stdout,
             stderr: String::from_utf8_lossy(&self.stderr).into_owned(),
         }
     }
@@ -28,6 +28,7 @@ impl RawOutput {
 pub(super) async fn run(
     program: &str,
     args: &[&str],
+    env: &[(&str, &str)],
     timeout: Duration,
     cap: usize,
 ) -> Result<RawOutput, HostError> {
@@ -36,6 +37,7 @@ pub(super) async fn run(
         .args(args)
         .env("LC_ALL", "C")
         .env("LANG", "C")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -84,6 +84,26 @@ impl CommandOutput {
     }
 }
 
+/// What a finished program left behind, with standard output as raw bytes (a restored file,
+/// say). Standard error is decoded as lossy UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawCommandOutput {
+    /// The exit code; `None` when the program was ended by a signal.
+    pub status: Option<i32>,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl RawCommandOutput {
+    fn into_text(self) -> CommandOutput {
+        CommandOutput {
+            status: self.status,
+            stdout: String::from_utf8_lossy(&self.stdout).into_owned(),
+            stderr: self.stderr,
+        }
+    }
+}
+
 /// Why a host could not answer a request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostError {
@@ -214,16 +234,37 @@ impl Host {
     /// Runs `program` with `args` (environment `LC_ALL=C LANG=C`, stdin empty) and waits for it.
     /// A non-zero exit is not an error: the caller sees it in [`CommandOutput::status`].
     pub async fn run(&self, program: &str, args: &[&str]) -> Result<CommandOutput, HostError> {
+        self.run_raw(program, args, &[])
+            .await
+            .map(RawCommandOutput::into_text)
+    }
+
+    /// Like [`Host::run`], with standard output as raw bytes and `env` added to the program's
+    /// environment. The environment is never recorded and is not part of a replay's match, so
+    /// it must hold settings, never secrets themselves: a password *file's path*, not the
+    /// password.
+    pub async fn run_raw(
+        &self,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<RawCommandOutput, HostError> {
         tracing::debug!(argv = %display_argv(program, args), "run");
+        let live = || {
+            live::run(
+                program,
+                args,
+                env,
+                self.command_timeout,
+                self.max_stream_bytes,
+            )
+        };
         match &self.mode {
-            Mode::Live => live::run(program, args, self.command_timeout, self.max_stream_bytes)
-                .await
-                .map(live::RawOutput::into_output),
+            Mode::Live => live().await.map(live::RawOutput::into_raw),
             Mode::Recording(recorder) => {
-                let result =
-                    live::run(program, args, self.command_timeout, self.max_stream_bytes).await;
+                let result = live().await;
                 recorder.record_command(program, args, &result).await;
-                result.map(live::RawOutput::into_output)
+                result.map(live::RawOutput::into_raw)
             }
             Mode::Replay(replay) => replay.run(program, args),
         }

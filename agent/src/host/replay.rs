@@ -8,13 +8,13 @@ use anyhow::Context as _;
 use super::format::{
     COMMANDS_DIR, CommandFile, FILES_DIR, FILES_INDEX, FilesIndex, HOST_FILE, HostFile, MissingFile,
 };
-use super::{CommandOutput, HostError, MAX_FILE_BYTES, OsFamily, display_argv, mirror_path};
+use super::{HostError, MAX_FILE_BYTES, OsFamily, RawCommandOutput, display_argv, mirror_path};
 
 pub(super) struct Replay {
     dir: PathBuf,
     os_family: OsFamily,
     /// By exact argv (program first).
-    commands: HashMap<Vec<String>, Result<CommandOutput, HostError>>,
+    commands: HashMap<Vec<String>, Result<RawCommandOutput, HostError>>,
     /// Files recorded as unreadable, by exact path.
     missing: HashMap<String, MissingFile>,
 }
@@ -68,7 +68,7 @@ impl Replay {
         self.os_family
     }
 
-    pub fn run(&self, program: &str, args: &[&str]) -> Result<CommandOutput, HostError> {
+    pub fn run(&self, program: &str, args: &[&str]) -> Result<RawCommandOutput, HostError> {
         let key: Vec<String> = std::iter::once(program)
             .chain(args.iter().copied())
             .map(str::to_owned)
@@ -111,7 +111,7 @@ impl Replay {
 /// numbers), so that a later recording of the same argv replaces an earlier one.
 fn load_commands(
     dir: &Path,
-) -> anyhow::Result<HashMap<Vec<String>, Result<CommandOutput, HostError>>> {
+) -> anyhow::Result<HashMap<Vec<String>, Result<RawCommandOutput, HostError>>> {
     let mut commands = HashMap::new();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -144,10 +144,11 @@ fn load_commands(
         }
         let answer = match file.to_error() {
             Some(error) => Err(error),
-            None => Ok(CommandOutput {
+            None => Ok(RawCommandOutput {
                 status: file.status,
                 stdout: read_optional(&path.with_extension("stdout"))?,
-                stderr: read_optional(&path.with_extension("stderr"))?,
+                stderr: String::from_utf8_lossy(&read_optional(&path.with_extension("stderr"))?)
+                    .into_owned(),
             }),
         };
         commands.insert(file.argv, answer);
@@ -155,11 +156,11 @@ fn load_commands(
     Ok(commands)
 }
 
-/// An output file; absent means empty.
-fn read_optional(path: &Path) -> anyhow::Result<String> {
+/// An output file's raw bytes; absent means empty.
+fn read_optional(path: &Path) -> anyhow::Result<Vec<u8>> {
     match std::fs::read(path) {
-        Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Ok(bytes) => Ok(bytes),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
     }
 }

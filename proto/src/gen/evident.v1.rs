@@ -100,15 +100,13 @@ pub struct EvidenceItem {
     pub check: i32,
     #[prost(int64, tag = "3")]
     pub observed_at_unix_ms: i64,
-    /// What the check observed, or why it could not observe. Number 13 is kept for the backup
-    /// payload.
-    #[prost(oneof = "evidence_item::Outcome", tags = "9, 10, 11, 12")]
+    /// What the check observed, or why it could not observe.
+    #[prost(oneof = "evidence_item::Outcome", tags = "9, 10, 11, 12, 13")]
     pub outcome: ::core::option::Option<evidence_item::Outcome>,
 }
 /// Nested message and enum types in `EvidenceItem`.
 pub mod evidence_item {
-    /// What the check observed, or why it could not observe. Number 13 is kept for the backup
-    /// payload.
+    /// What the check observed, or why it could not observe.
     #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Outcome {
         #[prost(message, tag = "9")]
@@ -119,6 +117,8 @@ pub mod evidence_item {
         Patch(super::PatchFacts),
         #[prost(message, tag = "12")]
         DiskEncryption(super::DiskEncryptionFacts),
+        #[prost(message, tag = "13")]
+        Backup(super::BackupFacts),
     }
 }
 /// A check that could not run reports this instead of facts.
@@ -317,6 +317,69 @@ pub struct Volume {
     pub filesystem: ::core::option::Option<::prost::alloc::string::String>,
     #[prost(uint64, optional, tag = "13")]
     pub size_bytes: ::core::option::Option<u64>,
+}
+/// Backups of one host (A.8.13). Destinations are redacted; no password is ever sent.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BackupFacts {
+    #[prost(message, repeated, tag = "1")]
+    pub sources: ::prost::alloc::vec::Vec<BackupSource>,
+    #[prost(message, repeated, tag = "2")]
+    pub unreadable: ::prost::alloc::vec::Vec<UnreadableFact>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct BackupSource {
+    /// restic, borg, time_machine, windows_server_backup, file_history, systemd_unit.
+    #[prost(string, tag = "1")]
+    pub tool: ::prost::alloc::string::String,
+    #[prost(string, optional, tag = "2")]
+    pub tool_version: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, tag = "3")]
+    pub name: ::prost::alloc::string::String,
+    /// Repository or destination with credentials removed.
+    #[prost(string, tag = "4")]
+    pub destination: ::prost::alloc::string::String,
+    #[prost(int64, optional, tag = "5")]
+    pub last_success_unix_ms: ::core::option::Option<i64>,
+    #[prost(int64, optional, tag = "6")]
+    pub last_attempt_unix_ms: ::core::option::Option<i64>,
+    /// "success", or the failure as the tool reports it.
+    #[prost(string, optional, tag = "7")]
+    pub last_attempt_result: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(uint32, optional, tag = "8")]
+    pub snapshot_count: ::core::option::Option<u32>,
+    #[prost(string, repeated, tag = "9")]
+    pub paths: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(string, optional, tag = "10")]
+    pub host_filter: ::core::option::Option<::prost::alloc::string::String>,
+    #[prost(string, repeated, tag = "11")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    #[prost(uint64, optional, tag = "12")]
+    pub repository_size_bytes: ::core::option::Option<u64>,
+    #[prost(message, optional, tag = "13")]
+    pub integrity_check: ::core::option::Option<RunResult>,
+    #[prost(message, optional, tag = "14")]
+    pub restore_test: ::core::option::Option<RunResult>,
+    /// Set when the source could not be read.
+    #[prost(message, optional, tag = "15")]
+    pub error: ::core::option::Option<SourceError>,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RunResult {
+    #[prost(int64, tag = "1")]
+    pub at_unix_ms: i64,
+    #[prost(bool, tag = "2")]
+    pub passed: bool,
+    #[prost(string, tag = "3")]
+    pub detail: ::prost::alloc::string::String,
+}
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SourceError {
+    /// repository_missing, wrong_password, locked, not_installed, timeout, no_permission, config,
+    /// other.
+    #[prost(string, tag = "1")]
+    pub kind: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub message: ::prost::alloc::string::String,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct UnreadableFact {

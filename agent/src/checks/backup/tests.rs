@@ -1,0 +1,1 @@
+//! Tests of the whole check over replay directories.
