@@ -177,6 +177,7 @@ fn backup(f: &BackupFacts) -> v1::BackupFacts {
                 repository_size_bytes: s.repository_size_bytes,
                 integrity_check: run(&s.integrity_check),
                 restore_test: run(&s.restore_test),
+                scheduled: s.scheduled,
                 error: s.error.as_ref().map(|e| v1::SourceError {
                     kind: e.kind.as_str().to_owned(),
                     message: e.message.clone(),

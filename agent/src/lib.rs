@@ -1,5 +1,5 @@
-//! evident-agent: observes this endpoint (inventory and patch level now; disk encryption and
-//! backups next), spools each observation durably, and streams it to evident-collector over mutual TLS.
+//! evident-agent: observes this endpoint (inventory, patch level, disk encryption, backups),
+//! spools each observation durably, and streams it to evident-collector over mutual TLS.
 //! Agents observe, the collector judges. See ARCHITECTURE.md for the map.
 
 pub mod checks;

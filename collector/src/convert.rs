@@ -316,6 +316,7 @@ fn backup(f: v1::BackupFacts) -> BackupFacts {
                 last_attempt_result: s.last_attempt_result,
                 snapshot_count: s.snapshot_count,
                 paths: s.paths,
+                scheduled: s.scheduled,
                 host_filter: s.host_filter,
                 tags: s.tags,
                 repository_size_bytes: s.repository_size_bytes,

@@ -184,6 +184,7 @@ pub struct BackupSource {
     pub last_attempt_result: Option<String>,
     pub snapshot_count: Option<u32>,
     pub paths: Vec<String>,
+    pub scheduled: Option<bool>,
     pub host_filter: Option<String>,
     pub tags: Vec<String>,
     pub repository_size_bytes: Option<u64>,

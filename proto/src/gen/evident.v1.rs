@@ -362,6 +362,9 @@ pub struct BackupSource {
     /// Set when the source could not be read.
     #[prost(message, optional, tag = "15")]
     pub error: ::core::option::Option<SourceError>,
+    /// Whether the tool backs up by itself on a schedule; absent where the agent cannot tell.
+    #[prost(bool, optional, tag = "16")]
+    pub scheduled: ::core::option::Option<bool>,
 }
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct RunResult {

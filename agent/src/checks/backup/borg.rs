@@ -18,12 +18,19 @@ use serde::Deserialize;
 
 use super::config::BorgSource;
 use super::restore::{self, Candidate};
-use super::{BackupMemory, BackupSource, Remembered, RunResult, SourceErrorKind, classify};
+use super::{
+    BackupMemory, BackupSource, Remembered, RunResult, SourceErrorKind, classify,
+    classify_host_error,
+};
 use crate::checks::first_lines;
 use crate::checks::patch::LocalClock;
-use crate::host::{Host, HostError};
+use crate::host::Host;
 
 const TOOL: &str = "borg";
+/// The restore test's listing goes at most this deep …
+const MAX_DEPTH: u32 = 12;
+/// … and stops deepening once it has this many files to choose from.
+const ENOUGH_FILES: usize = 50;
 
 pub(super) async fn collect(
     host: &Host,
@@ -169,31 +176,47 @@ async fn restore_test(
     clock: &LocalClock,
     now_unix_ms: i64,
 ) -> RunResult {
-    let listing = host
-        .run_raw(TOOL, &["list", "--json-lines", "--bypass-lock", spec], env)
-        .await;
-    let listing = match listing {
-        Ok(output) if output.status == Some(0) => {
-            String::from_utf8_lossy(&output.stdout).into_owned()
+    // borg 1.x cannot list one directory, so the listing is limited by depth with a pattern and
+    // deepened until it offers enough files; a level too big for the output cap ends the search
+    // with what the shallower levels gave.
+    let mut listing = String::new();
+    for depth in 1..=MAX_DEPTH {
+        let include = format!("--pattern=+ re:^([^/]+/){{0,{depth}}}[^/]+$");
+        let args = [
+            "list",
+            "--json-lines",
+            "--bypass-lock",
+            include.as_str(),
+            "--pattern=- re:.",
+            spec,
+        ];
+        match host.run_raw(TOOL, &args, env).await {
+            Ok(output) if output.status == Some(0) => {
+                listing = String::from_utf8_lossy(&output.stdout).into_owned();
+                if parse_items(&listing, clock).len() >= ENOUGH_FILES {
+                    break;
+                }
+            }
+            Ok(output) => {
+                return RunResult {
+                    at_unix_ms: now_unix_ms,
+                    passed: false,
+                    detail: super::redact_message(&format!(
+                        "borg list of archive {name} failed: {}",
+                        first_lines(output.stderr.trim(), 3)
+                    )),
+                };
+            }
+            Err(crate::host::HostError::OutputTooLarge { .. }) if !listing.is_empty() => break,
+            Err(error) => {
+                return RunResult {
+                    at_unix_ms: now_unix_ms,
+                    passed: false,
+                    detail: format!("borg list could not run: {error}"),
+                };
+            }
         }
-        Ok(output) => {
-            return RunResult {
-                at_unix_ms: now_unix_ms,
-                passed: false,
-                detail: super::redact_message(&format!(
-                    "borg list of archive {name} failed: {}",
-                    first_lines(output.stderr.trim(), 3)
-                )),
-            };
-        }
-        Err(error) => {
-            return RunResult {
-                at_unix_ms: now_unix_ms,
-                passed: false,
-                detail: format!("borg list could not run: {error}"),
-            };
-        }
-    };
+    }
     let candidates = parse_items(&listing, clock);
     restore::run(
         host,
@@ -208,14 +231,6 @@ async fn restore_test(
         env,
     )
     .await
-}
-
-fn classify_host_error(error: &HostError) -> SourceErrorKind {
-    match error {
-        HostError::ProgramNotFound { .. } => SourceErrorKind::NotInstalled,
-        HostError::TimedOut { .. } => SourceErrorKind::Timeout,
-        _ => SourceErrorKind::Other,
-    }
 }
 
 /// `borg 1.2.4` -> `1.2.4`.

@@ -52,6 +52,10 @@ pub struct BackupSource {
     pub snapshot_count: Option<u32>,
     /// What the newest backup covers.
     pub paths: Vec<String>,
+    /// Whether the tool backs up by itself on a schedule: Time Machine's automatic backups, a
+    /// Windows Server Backup schedule. `None` where the agent cannot tell (restic and borg are
+    /// run by cron jobs or timers it does not see).
+    pub scheduled: Option<bool>,
     /// The host and tags the snapshots were filtered by, as configured.
     pub host_filter: Option<String>,
     pub tags: Vec<String>,
@@ -231,6 +235,15 @@ pub(crate) fn classify(stderr: &str) -> SourceErrorKind {
         SourceErrorKind::Locked
     } else {
         SourceErrorKind::Other
+    }
+}
+
+/// Why a backup tool could not run at all.
+pub(crate) fn classify_host_error(error: &crate::host::HostError) -> SourceErrorKind {
+    match error {
+        crate::host::HostError::ProgramNotFound { .. } => SourceErrorKind::NotInstalled,
+        crate::host::HostError::TimedOut { .. } => SourceErrorKind::Timeout,
+        _ => SourceErrorKind::Other,
     }
 }
 

@@ -13,11 +13,18 @@ use serde::Deserialize;
 
 use super::config::ResticSource;
 use super::restore::{self, Candidate};
-use super::{BackupMemory, BackupSource, Remembered, RunResult, SourceErrorKind, classify};
+use super::{
+    BackupMemory, BackupSource, Remembered, RunResult, SourceErrorKind, classify,
+    classify_host_error,
+};
 use crate::checks::first_lines;
-use crate::host::{Host, HostError};
+use crate::host::Host;
 
 const TOOL: &str = "restic";
+/// The restore test lists at most this many directories …
+const MAX_LISTINGS: usize = 32;
+/// … and stops once it has this many files to choose from.
+const MAX_CANDIDATES: usize = 200;
 
 pub(super) async fn collect(
     host: &Host,
@@ -155,21 +162,40 @@ async fn restore_test(
         passed: false,
         detail: super::redact_message(&detail),
     };
-    let mut args: Vec<&str> = base.to_vec();
-    args.extend(["--no-lock", "ls", "--json", latest.id.as_str()]);
-    let listing = match host.run_raw(TOOL, &args, &[]).await {
-        Ok(output) if output.status == Some(0) => {
-            String::from_utf8_lossy(&output.stdout).into_owned()
+    // `restic ls SNAPSHOT DIR` lists one directory, so a breadth-first walk from the root keeps
+    // every listing small however big the snapshot is.
+    let mut queue = std::collections::VecDeque::from(["/".to_owned()]);
+    let mut candidates = Vec::new();
+    let mut listings = 0;
+    while let Some(dir) = queue.pop_front() {
+        if listings >= MAX_LISTINGS || candidates.len() >= MAX_CANDIDATES {
+            break;
         }
-        Ok(output) => {
-            return fail(format!(
-                "restic ls failed: {}",
-                first_lines(output.stderr.trim(), 3)
-            ));
+        listings += 1;
+        let mut args: Vec<&str> = base.to_vec();
+        args.extend([
+            "--no-lock",
+            "ls",
+            "--json",
+            latest.id.as_str(),
+            dir.as_str(),
+        ]);
+        match host.run_raw(TOOL, &args, &[]).await {
+            Ok(output) if output.status == Some(0) => {
+                let (files, dirs) =
+                    parse_ls(&String::from_utf8_lossy(&output.stdout), &latest.paths);
+                candidates.extend(files);
+                queue.extend(dirs.into_iter().filter(|d| *d != dir));
+            }
+            Ok(output) => {
+                return fail(format!(
+                    "restic ls {dir} failed: {}",
+                    first_lines(output.stderr.trim(), 3)
+                ));
+            }
+            Err(error) => return fail(format!("restic ls could not run: {error}")),
         }
-        Err(error) => return fail(format!("restic ls could not run: {error}")),
-    };
-    let candidates = parse_ls(&listing, &latest.paths);
+    }
     let short_id: String = latest.id.chars().take(8).collect();
     restore::run(
         host,
@@ -185,14 +211,6 @@ async fn restore_test(
         &[],
     )
     .await
-}
-
-fn classify_host_error(error: &HostError) -> SourceErrorKind {
-    match error {
-        HostError::ProgramNotFound { .. } => SourceErrorKind::NotInstalled,
-        HostError::TimedOut { .. } => SourceErrorKind::Timeout,
-        _ => SourceErrorKind::Other,
-    }
 }
 
 /// `restic 0.14.0 compiled with go1.19.8 on linux/amd64` -> `0.14.0`.
@@ -245,11 +263,11 @@ pub(crate) fn parse_stats_size(text: &str) -> Option<u64> {
         .as_u64()
 }
 
-/// The files of `restic ls --json SNAPSHOT` (one JSON object per line, the first being the
-/// snapshot itself), as restore-test candidates. Paths in the tree are relative to the common
-/// root of the backed-up paths, so the source may be the tree path itself or the tree path
-/// under the parent of a snapshot path.
-pub(crate) fn parse_ls(text: &str, snapshot_paths: &[String]) -> Vec<Candidate> {
+/// The files (as restore-test candidates) and the directories of `restic ls --json SNAPSHOT
+/// DIR` (one JSON object per line, the first being the snapshot itself). Paths in the tree are
+/// relative to the common root of the backed-up paths, so the source may be the tree path
+/// itself or the tree path under the parent of a snapshot path.
+pub(crate) fn parse_ls(text: &str, snapshot_paths: &[String]) -> (Vec<Candidate>, Vec<String>) {
     #[derive(Deserialize)]
     struct Node {
         #[serde(rename = "type")]
@@ -259,9 +277,19 @@ pub(crate) fn parse_ls(text: &str, snapshot_paths: &[String]) -> Vec<Candidate> 
         mtime: Option<String>,
         struct_type: Option<String>,
     }
-    text.lines()
+    let nodes: Vec<Node> = text
+        .lines()
         .filter_map(|line| serde_json::from_str::<Node>(line).ok())
-        .filter(|n| n.struct_type.as_deref() == Some("node") && n.kind.as_deref() == Some("file"))
+        .filter(|n| n.struct_type.as_deref() == Some("node"))
+        .collect();
+    let dirs = nodes
+        .iter()
+        .filter(|n| n.kind.as_deref() == Some("dir"))
+        .filter_map(|n| n.path.clone())
+        .collect();
+    let files = nodes
+        .into_iter()
+        .filter(|n| n.kind.as_deref() == Some("file"))
         .filter_map(|n| {
             let path = n.path?;
             let mut sources = vec![path.clone()];
@@ -282,7 +310,8 @@ pub(crate) fn parse_ls(text: &str, snapshot_paths: &[String]) -> Vec<Candidate> 
                 sources,
             })
         })
-        .collect()
+        .collect();
+    (files, dirs)
 }
 
 /// What `restic check` found, short.

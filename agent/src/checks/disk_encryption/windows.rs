@@ -23,9 +23,10 @@
 //! This module is compiled on every OS and reached by the host's recorded OS family, so Windows
 //! recordings replay (and are tested) on Linux.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{DiskEncryptionFacts, EncryptionState, SwapState, Volume, VolumeRole};
+use crate::checks::powershell::{integer_of, items, items_of, text_of};
 use crate::checks::{CheckError, UnreadableFact};
 use crate::host::{Host, HostError, display_argv};
 
@@ -953,46 +954,6 @@ pub fn redact(text: &str) -> String {
     }
     flush(&mut token, &mut out);
     out
-}
-
-/// `{ "value": [...], "Count": n }`, a bare element (a one-element array unwrapped), or none
-/// for `null`.
-fn items(value: &Value) -> Vec<&Value> {
-    match value {
-        Value::Array(items) => items.iter().collect(),
-        Value::Null => Vec::new(),
-        Value::Object(object) if is_wrapped_array(object) => {
-            object.get("value").map(items).unwrap_or_default()
-        }
-        value => vec![value],
-    }
-}
-
-fn items_of(value: Option<&Value>) -> Vec<&Value> {
-    value.map(items).unwrap_or_default()
-}
-
-fn is_wrapped_array(object: &Map<String, Value>) -> bool {
-    object.len() == 2
-        && object.get("value").is_some_and(Value::is_array)
-        && object.contains_key("Count")
-}
-
-fn text_of(value: Option<&Value>) -> Option<String> {
-    let text = match value? {
-        Value::String(s) => s.trim().to_owned(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    (!text.is_empty()).then_some(text)
-}
-
-fn integer_of(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
 }
 
 fn percent_of(value: &Value) -> Option<u8> {

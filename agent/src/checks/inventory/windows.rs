@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use super::{Fact, InventoryFacts, command_stdout, hardware_value};
-use crate::checks::powershell::parse_cim_datetime;
+use crate::checks::powershell::{parse_cim_datetime, text_of};
 use crate::host::Host;
 
 pub(super) use crate::checks::powershell::POWERSHELL;
@@ -171,15 +171,6 @@ fn part<'a>(root: &'a Value, key: &str) -> &'a Value {
         Some(value) => value,
         None => &Value::Null,
     }
-}
-
-fn text_of(value: Option<&Value>) -> Option<String> {
-    let text = match value? {
-        Value::String(s) => s.trim().to_owned(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    (!text.is_empty()).then_some(text)
 }
 
 #[cfg(test)]

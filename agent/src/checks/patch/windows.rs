@@ -23,14 +23,14 @@
 //! This module is compiled on every OS and reached by the host's recorded OS family, so Windows
 //! recordings replay (and are tested) on Linux.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{
     AutomaticUpdates, PackageManager, PatchFacts, PendingUpdate, RebootFacts, RebootReason,
     TimeFact, run_expecting,
 };
 use crate::checks::CheckError;
-use crate::checks::powershell::parse_cim_datetime;
+use crate::checks::powershell::{bool_of, date_of, integer_of, items, items_of, text_of};
 use crate::host::Host;
 
 pub(super) use crate::checks::powershell::POWERSHELL;
@@ -472,69 +472,6 @@ fn parse_hotfix(value: &Value) -> Option<HotFix> {
         description: text_of(value.get("Description")),
         installed_on_unix_ms: value.get("InstalledOn").and_then(date_of),
     })
-}
-
-/// The elements of what should be an array: an array, the `value` of PowerShell 5.1's
-/// `{ "value": [...], "Count": n }`, a bare element (a one-element array unwrapped), or none
-/// for `null`.
-fn items(value: &Value) -> Vec<&Value> {
-    match value {
-        Value::Array(items) => items.iter().collect(),
-        Value::Null => Vec::new(),
-        Value::Object(object) if is_wrapped_array(object) => {
-            object.get("value").map(items).unwrap_or_default()
-        }
-        value => vec![value],
-    }
-}
-
-fn items_of(value: Option<&Value>) -> Vec<&Value> {
-    value.map(items).unwrap_or_default()
-}
-
-fn is_wrapped_array(object: &Map<String, Value>) -> bool {
-    object.len() == 2
-        && object.get("value").is_some_and(Value::is_array)
-        && object.contains_key("Count")
-}
-
-fn text_of(value: Option<&Value>) -> Option<String> {
-    let text = match value? {
-        Value::String(s) => s.trim().to_owned(),
-        Value::Number(n) => n.to_string(),
-        _ => return None,
-    };
-    (!text.is_empty()).then_some(text)
-}
-
-fn integer_of(value: &Value) -> Option<i64> {
-    match value {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    }
-}
-
-fn bool_of(value: &Value) -> Option<bool> {
-    match value {
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => n.as_i64().map(|n| n != 0),
-        Value::String(s) if s.eq_ignore_ascii_case("true") => Some(true),
-        Value::String(s) if s.eq_ignore_ascii_case("false") => Some(false),
-        _ => None,
-    }
-}
-
-/// A date as the script writes it (ISO 8601 with an offset, `2024-01-10T08:12:44.0000000Z`),
-/// or as Windows PowerShell 5.1's `ConvertTo-Json` writes a `DateTime` (`/Date(1700000000000)/`,
-/// UTC milliseconds; an optional `+0100` suffix only names the zone), or the `value` of a
-/// `{ value, DisplayHint, DateTime }` object. A time without an offset is not an instant.
-pub fn date_of(value: &Value) -> Option<i64> {
-    match value {
-        Value::String(s) => parse_cim_datetime(s),
-        Value::Object(object) => object.get("value").and_then(date_of),
-        _ => None,
-    }
 }
 
 /// `OperationResultCode` names, for messages.

@@ -33,7 +33,8 @@ fn snapshots() {
 
 #[test]
 fn listing_maps_tree_paths_to_their_sources() {
-    let candidates = parse_ls(&fixture("ls.jsonl"), &["/tmp/rtest/src".to_owned()]);
+    let (candidates, dirs) = parse_ls(&fixture("ls.jsonl"), &["/tmp/rtest/src".to_owned()]);
+    assert_eq!(dirs, vec!["/src".to_owned(), "/src/sub".to_owned()]);
     let files: Vec<(&str, u64)> = candidates
         .iter()
         .map(|c| (c.archive_path.as_str(), c.size))
