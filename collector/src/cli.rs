@@ -40,6 +40,32 @@ pub enum Command {
     /// Stored evidence.
     #[command(subcommand)]
     Evidence(EvidenceCommand),
+    /// Enrolled agents.
+    #[command(subcommand)]
+    Agent(AgentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// List every enrolled agent: state, last contact, certificate expiry, items stored.
+    List {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse an agent from now on (its streams and batches); its stored evidence stays.
+    Revoke {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// The agent id, as `agent list` shows it.
+        #[arg(value_name = "AGENT_ID")]
+        agent_id: String,
+        /// Why, for the record: e.g. "laptop stolen, ticket 4711".
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +202,7 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
                 Ok(1)
             }
         }
+        Command::Agent(command) => agent_command(command),
         Command::Evidence(EvidenceCommand::List {
             data_dir,
             agent,
@@ -204,6 +231,59 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
                     );
                 }
             }
+            Ok(0)
+        }
+    }
+}
+
+fn agent_command(command: AgentCommand) -> anyhow::Result<u8> {
+    match command {
+        AgentCommand::List { data_dir, json } => {
+            let agents = open_store(&data_dir.data_dir)?.agents()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&agents)?);
+                return Ok(0);
+            }
+            if agents.is_empty() {
+                println!("no agent enrolled yet");
+                return Ok(0);
+            }
+            let when = |ms: Option<i64>| ms.map_or_else(|| "never".to_owned(), format_unix_ms);
+            println!(
+                "{:<24} {:<20} {:<8} {:<20} {:<20} {:>6}",
+                "AGENT", "HOSTNAME", "STATE", "LAST CONTACT", "CERT EXPIRES", "ITEMS"
+            );
+            for a in &agents {
+                println!(
+                    "{:<24} {:<20} {:<8} {:<20} {:<20} {:>6}",
+                    a.agent_id,
+                    a.hostname,
+                    a.state,
+                    when(a.last_contact_ms),
+                    when(a.certificate_not_after_ms),
+                    a.evidence_items
+                );
+                if let (Some(at), Some(reason)) = (a.revoked_at_ms, &a.revoked_reason) {
+                    println!("    revoked {}: {reason}", format_unix_ms(at));
+                }
+            }
+            Ok(0)
+        }
+        AgentCommand::Revoke {
+            data_dir,
+            agent_id,
+            reason,
+        } => {
+            if reason.trim().is_empty() {
+                bail!("--reason is empty: say why the agent is revoked, for the record");
+            }
+            let store = open_store(&data_dir.data_dir)?;
+            if !store.revoke_agent(&agent_id, reason.trim(), now_unix_ms())? {
+                bail!(
+                    "no agent {agent_id}: `evident-collector agent list` shows the enrolled ones"
+                );
+            }
+            println!("revoked {agent_id}: its streams and batches are refused from now on");
             Ok(0)
         }
     }

@@ -43,7 +43,8 @@ impl From<RpcError> for Status {
             RpcError::Enroll(EnrollError::TokenUnknown)
             | RpcError::Enroll(EnrollError::TokenExpired(_))
             | RpcError::Enroll(EnrollError::TokenUsedUp(_))
-            | RpcError::PermissionDenied(_) => Code::PermissionDenied,
+            | RpcError::PermissionDenied(_)
+            | RpcError::Append(AppendError::NotActive { .. }) => Code::PermissionDenied,
             RpcError::Append(AppendError::OutOfOrder { .. })
             | RpcError::Append(AppendError::ConflictingResend { .. }) => Code::FailedPrecondition,
             RpcError::Signature(_) => Code::InvalidArgument,

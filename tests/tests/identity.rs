@@ -261,3 +261,68 @@ async fn a_malformed_batch_is_refused_with_the_reason_and_nothing_is_lost() {
     );
     collector.admin(&["verify"]).expect_ok("verify");
 }
+
+#[tokio::test]
+async fn a_revocation_refuses_the_next_batch_of_a_stream_already_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(&tmp.path().join("collector"));
+    let agent = Agent::new(&tmp.path().join("agent"));
+    let agent_id = agent.enroll_with(&collector);
+    let creds = credentials(&agent);
+    let channel = tls::connect(
+        &CollectorUrl::parse(&collector.url()).expect("url"),
+        mutual(&creds, collector_ca(&collector)),
+    )
+    .await
+    .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let (requests, receiver) = tokio::sync::mpsc::channel::<ForgedReportRequest>(4);
+    let codec = tonic_prost::ProstCodec::<_, v1::ReportResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/evident.v1.Evidence/Report");
+    let mut responses = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+            path,
+            codec,
+        )
+        .await
+        .expect("stream opens")
+        .into_inner();
+
+    requests
+        .send(signed(&creds.key_pem, 1, forged_items(1, "host-1", ""), ""))
+        .await
+        .expect("send");
+    let first = responses.message().await.expect("first answer");
+    assert!(
+        matches!(
+            first,
+            Some(v1::ReportResponse {
+                kind: Some(v1::report_response::Kind::Ack(_))
+            })
+        ),
+        "{first:?}"
+    );
+
+    collector
+        .admin(&[
+            "agent",
+            "revoke",
+            &agent_id,
+            "--reason",
+            "revoked mid-stream",
+        ])
+        .expect_ok("revoke");
+    requests
+        .send(signed(&creds.key_pem, 2, forged_items(2, "host-1", ""), ""))
+        .await
+        .expect("send");
+    let refused = responses
+        .message()
+        .await
+        .expect_err("the next batch is refused");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("is revoked"), "{refused:?}");
+    assert_eq!(collector.evidence(Some(&agent_id)).len(), 1);
+}

@@ -15,7 +15,10 @@ use crate::ca::{CsrError, IssuedAgentCert};
 use crate::chain;
 use crate::model::{CheckKind, HostFacts};
 
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("migrations/0001_evidence_pipe.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("migrations/0001_evidence_pipe.sql")),
+    M::up(include_str!("migrations/0002_agent_revocation.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -69,6 +72,8 @@ pub enum AppendError {
         "sequence {sequence} is already stored with different content: sequences must never be reused"
     )]
     ConflictingResend { sequence: u64 },
+    #[error("agent {agent_id} is {state}: it may not report evidence")]
+    NotActive { agent_id: String, state: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -130,6 +135,24 @@ pub struct StoredEvidence {
     pub received_at_ms: i64,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+}
+
+/// An enrolled agent, for `agent list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AgentRow {
+    pub agent_id: String,
+    pub hostname: String,
+    pub os_family: String,
+    pub os_name: String,
+    /// `active` or `revoked`.
+    pub state: String,
+    pub enrolled_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    pub revoked_reason: Option<String>,
+    /// When its newest batch arrived; `None` before its first report.
+    pub last_contact_ms: Option<i64>,
+    pub certificate_not_after_ms: Option<i64>,
+    pub evidence_items: i64,
 }
 
 /// A stored batch, for verification and display.
@@ -297,6 +320,19 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let agent_id = identity.agent_id.as_str();
+        // Checked in the transaction that appends, so a revocation takes effect on the next
+        // batch even of a stream that was opened before it.
+        let state: String = tx.query_row(
+            "SELECT state FROM agents WHERE agent_id = ?1",
+            [agent_id],
+            |r| r.get(0),
+        )?;
+        if state != "active" {
+            return Err(AppendError::NotActive {
+                agent_id: agent_id.to_owned(),
+                state,
+            });
+        }
         let head: Option<(u64, Vec<u8>)> = tx
             .query_row(
                 "SELECT sequence, hash FROM evidence WHERE agent_id = ?1 ORDER BY sequence DESC LIMIT 1",
@@ -390,6 +426,62 @@ impl Store {
     }
 
     /// Agent ids in a stable order.
+    /// Every enrolled agent with its state, last contact and certificate expiry, by id.
+    pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare(
+            "SELECT a.agent_id, a.hostname, a.os_family, a.os_name, a.state, a.enrolled_at_ms,
+                    a.revoked_at_ms, a.revoked_reason,
+                    (SELECT MAX(received_at_ms) FROM batches b WHERE b.agent_id = a.agent_id),
+                    (SELECT MAX(not_after_ms) FROM certificates c WHERE c.agent_id = a.agent_id),
+                    (SELECT COUNT(*) FROM evidence e WHERE e.agent_id = a.agent_id)
+             FROM agents a ORDER BY a.agent_id",
+        )?;
+        let rows = statement.query_map([], |r| {
+            Ok(AgentRow {
+                agent_id: r.get(0)?,
+                hostname: r.get(1)?,
+                os_family: r.get(2)?,
+                os_name: r.get(3)?,
+                state: r.get(4)?,
+                enrolled_at_ms: r.get(5)?,
+                revoked_at_ms: r.get(6)?,
+                revoked_reason: r.get(7)?,
+                last_contact_ms: r.get(8)?,
+                certificate_not_after_ms: r.get(9)?,
+                evidence_items: r.get(10)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes an agent: from now on its streams and batches are refused. Returns `false` when
+    /// there is no such agent; revoking a revoked agent keeps the first time and reason.
+    pub fn revoke_agent(
+        &self,
+        agent_id: &str,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let known: bool = conn
+            .query_row(
+                "SELECT 1 FROM agents WHERE agent_id = ?1",
+                [agent_id],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if known {
+            conn.execute(
+                "UPDATE agents SET state = 'revoked', revoked_at_ms = ?2, revoked_reason = ?3
+                 WHERE agent_id = ?1 AND state <> 'revoked'",
+                params![agent_id, now_ms, reason],
+            )?;
+        }
+        Ok(known)
+    }
+
     pub fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT agent_id FROM agents ORDER BY agent_id")?;
