@@ -136,14 +136,16 @@ pub async fn check(args: CheckCli) -> anyhow::Result<()> {
 }
 
 fn format_ms(ms: i64) -> String {
-    u64::try_from(ms)
-        .map(|ms| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
-            )
-            .to_string()
-        })
-        .unwrap_or_else(|_| format!("{ms} ms"))
+    // humantime formats only years 1970 to 9999; a source may report anything.
+    const YEAR_10000_MS: i64 = 253_402_300_800_000;
+    match u64::try_from(ms) {
+        Ok(_) if ms >= YEAR_10000_MS => format!("{ms} ms (beyond year 9999)"),
+        Ok(ms) => humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string(),
+        Err(_) => format!("{ms} ms"),
+    }
 }
 
 /// The patch facts for people: counts first, then the security updates, then the rest.

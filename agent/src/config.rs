@@ -12,6 +12,8 @@ pub const DEFAULT_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_JITTER_SECS: u64 = 300;
 pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 500;
+/// 64 MiB: weeks of hourly cycles, even with thousands of pending updates per cycle.
+pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// `agent.toml` as written; every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +24,9 @@ pub struct FileConfig {
     pub jitter_secs: Option<u64>,
     pub command_timeout_secs: Option<u64>,
     pub max_batch_items: Option<usize>,
+    /// The most bytes the spool of undelivered evidence may hold; beyond, the oldest is dropped
+    /// and a gap record says so.
+    pub max_spool_bytes: Option<u64>,
     /// The backup repositories and jobs to report on (see `checks::backup::config`).
     pub backup: Option<BackupFile>,
 }
@@ -36,6 +41,7 @@ pub struct RunConfig {
     pub jitter: Duration,
     pub command_timeout: Duration,
     pub max_batch_items: usize,
+    pub max_spool_bytes: u64,
     pub backup_sources: Vec<Declared>,
 }
 
@@ -79,7 +85,14 @@ impl FileConfig {
         if !(1..=10_000).contains(&max_batch_items) {
             bail!("max_batch_items is {max_batch_items}: it must be between 1 and 10000");
         }
+        let max_spool_bytes = self.max_spool_bytes.unwrap_or(DEFAULT_MAX_SPOOL_BYTES);
+        if max_spool_bytes < 64 * 1024 {
+            bail!(
+                "max_spool_bytes is {max_spool_bytes}: it must be at least 65536 (64 KiB) to hold one cycle"
+            );
+        }
         Ok(RunConfig {
+            max_spool_bytes,
             backup_sources,
             state_dir,
             interval: Duration::from_secs(interval),

@@ -1,6 +1,7 @@
 //! The edge between the agent's domain types and the generated `evident.v1` types.
 
 use evident_proto::v1;
+use prost::Message as _;
 
 use crate::checks::backup::{BackupFacts, RunResult};
 use crate::checks::disk_encryption::{DiskEncryptionFacts, EncryptionState, SwapState, VolumeRole};
@@ -215,6 +216,77 @@ fn swap_state(state: SwapState) -> v1::SwapState {
         SwapState::Absent => v1::SwapState::Absent,
         SwapState::Unencrypted => v1::SwapState::Unencrypted,
         SwapState::Unknown => v1::SwapState::Unknown,
+    }
+}
+
+/// The gap record for `gap`: an item at the last sequence it covers (see `evident.v1.Gap`).
+pub fn gap_item(gap: &crate::spool::Gap, observed_at_unix_ms: i64) -> v1::EvidenceItem {
+    v1::EvidenceItem {
+        sequence: gap.to_sequence,
+        check: v1::CheckKind::Gap as i32,
+        observed_at_unix_ms,
+        outcome: Some(v1::evidence_item::Outcome::Gap(v1::Gap {
+            from_sequence: gap.from_sequence,
+            to_sequence: gap.to_sequence,
+            items_dropped: gap.items_dropped,
+            first_observed_at_unix_ms: gap.first_observed_at_unix_ms,
+            last_observed_at_unix_ms: gap.last_observed_at_unix_ms,
+            reason: gap.reason.clone(),
+        })),
+    }
+}
+
+/// What a spooled batch holds, for a gap record that replaces it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpooledContents {
+    /// Evidence items (an earlier gap record counts what it dropped, not itself).
+    pub items: u64,
+    pub first_observed_at_unix_ms: Option<i64>,
+    pub last_observed_at_unix_ms: Option<i64>,
+    /// The first sequence an earlier gap record in it accounts for.
+    pub gap_from: Option<u64>,
+}
+
+/// What a spooled batch holds; `None` when the bytes are not an `ItemList` (a corrupt file).
+pub fn spooled_contents(items: &[u8]) -> Option<SpooledContents> {
+    let list = v1::ItemList::decode(items).ok()?;
+    let mut count = 0;
+    let mut gap_from: Option<u64> = None;
+    let (mut first, mut last): (Option<i64>, Option<i64>) = (None, None);
+    for item in &list.items {
+        match &item.outcome {
+            Some(v1::evidence_item::Outcome::Gap(gap)) => {
+                count += gap.items_dropped;
+                gap_from = Some(gap_from.map_or(gap.from_sequence, |f| f.min(gap.from_sequence)));
+                first = min_some(first, gap.first_observed_at_unix_ms);
+                last = max_some(last, gap.last_observed_at_unix_ms);
+            }
+            _ => {
+                count += 1;
+                first = min_some(first, Some(item.observed_at_unix_ms));
+                last = max_some(last, Some(item.observed_at_unix_ms));
+            }
+        }
+    }
+    Some(SpooledContents {
+        items: count,
+        first_observed_at_unix_ms: first,
+        last_observed_at_unix_ms: last,
+        gap_from,
+    })
+}
+
+fn min_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn max_some(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
     }
 }
 

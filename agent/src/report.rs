@@ -9,9 +9,9 @@ use evident_proto::v1;
 use rcgen::{KeyPair, SigningKey};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
-use crate::spool::Spool;
+use crate::spool::{Spool, SpooledBatch};
 use crate::state::Credentials;
 use crate::tls;
 
@@ -29,6 +29,48 @@ pub struct Delivered {
 pub fn sign_batch(key: &KeyPair, items: &[u8]) -> anyhow::Result<Vec<u8>> {
     key.sign(&evident_proto::batch_signing_input(items))
         .context("sign batch")
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The error for a refused batch. A refusal that no resend can cure (the batch is malformed,
+/// its signature fails, its sequences conflict) quarantines the batch and queues a gap record
+/// in its place, so that delivery goes on; anything else (unavailable, revoked) leaves it in
+/// the spool for the next attempt.
+fn refused(spool: &Spool, batch: &SpooledBatch, status: &tonic::Status) -> anyhow::Error {
+    let message = format!(
+        "the collector refused batch {}-{}: {}",
+        batch.first_sequence,
+        batch.last_sequence,
+        status.message()
+    );
+    let permanent = matches!(
+        status.code(),
+        tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+    );
+    if !permanent {
+        return anyhow::anyhow!(message);
+    }
+    match spool.quarantine(
+        batch,
+        &format!("refused by the collector: {}", status.message()),
+        now_ms(),
+    ) {
+        Ok(gap) => {
+            error!(
+                first = gap.from_sequence,
+                last = gap.to_sequence,
+                reason = %gap.reason,
+                "batch refused for good and quarantined; a gap record takes its place"
+            );
+            anyhow::anyhow!("{message}; quarantined, a gap record is sent next")
+        }
+        Err(error) => anyhow::anyhow!("{message}; quarantining it failed too: {error:#}"),
+    }
 }
 
 /// Sends everything in the spool; returns when it is empty or on the first failure.
@@ -53,8 +95,21 @@ pub async fn deliver(credentials: &Credentials, spool: &Spool) -> anyhow::Result
         .into_inner();
 
     let mut delivered = Delivered::default();
-    for batch in pending {
+    // The spool is read again after every batch: a quarantined batch leaves a gap record in
+    // its place, which goes next.
+    while let Some(batch) = spool.pending()?.into_iter().next() {
         let items = spool.read(&batch)?;
+        if crate::convert::spooled_contents(&items).is_none() {
+            let gap = spool.quarantine(&batch, "spool file corrupt (not an ItemList)", now_ms())?;
+            error!(
+                first = batch.first_sequence,
+                last = batch.last_sequence,
+                items = gap.items_dropped,
+                reason = %gap.reason,
+                "corrupt spool file quarantined; a gap record takes its place"
+            );
+            continue;
+        }
         let signature = sign_batch(&key, &items)?;
         let request = v1::ReportRequest {
             kind: Some(v1::report_request::Kind::Batch(v1::Batch {
@@ -70,14 +125,7 @@ pub async fn deliver(credentials: &Credentials, spool: &Spool) -> anyhow::Result
         let response = tokio::time::timeout(ACK_TIMEOUT, acks.message())
             .await
             .with_context(|| format!("no ack within {}s", ACK_TIMEOUT.as_secs()))?
-            .map_err(|s| {
-                anyhow::anyhow!(
-                    "the collector refused batch {}-{}: {}",
-                    batch.first_sequence,
-                    batch.last_sequence,
-                    s.message()
-                )
-            })?;
+            .map_err(|status| refused(spool, &batch, &status))?;
         let Some(v1::ReportResponse {
             kind: Some(v1::report_response::Kind::Ack(ack)),
         }) = response

@@ -50,6 +50,24 @@ pub fn spool_observations(
     Ok(spooled)
 }
 
+/// Keeps the spool within its bound, recording what had to go as a gap.
+fn bound_spool(spool: &Spool, max_bytes: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match spool.enforce_bound(max_bytes, now) {
+        Ok(None) => {}
+        Ok(Some(gap)) => warn!(
+            first = gap.from_sequence,
+            last = gap.to_sequence,
+            items = gap.items_dropped,
+            max_spool_bytes = max_bytes,
+            "spool full: the oldest evidence was dropped and a gap record takes its place"
+        ),
+        Err(error) => warn!(error = %format!("{error:#}"), "could not bound the spool"),
+    }
+}
+
 /// Runs every check once and remembers what the backup check ran.
 async fn cycle(host: &Host, context: &mut checks::Context, state: &StateDir) -> Vec<Observation> {
     let observations = checks::run_all(host, context).await;
@@ -84,6 +102,7 @@ pub async fn run(
             &spool,
             config.max_batch_items,
         )?;
+        bound_spool(&spool, config.max_spool_bytes);
         let delivered = report::deliver(&credentials, &spool)
             .await
             .context("deliver evidence (it stays in the spool and is sent on the next run)")?;
@@ -112,7 +131,10 @@ pub async fn run(
                 &spool,
                 config.max_batch_items,
             ) {
-                Ok(count) => info!(items = count, "observations spooled"),
+                Ok(count) => {
+                    info!(items = count, "observations spooled");
+                    bound_spool(&spool, config.max_spool_bytes);
+                }
                 Err(error) => warn!(error = %format!("{error:#}"), "could not spool observations"),
             }
             next_cycle = now + config.interval + random_up_to(config.jitter);

@@ -5,8 +5,8 @@ use prost::Message;
 
 use crate::model::{
     AutomaticUpdates, BackupFacts, BackupSource, CheckKind, DiskEncryptionFacts, EvidenceItem,
-    HostFacts, InventoryFacts, Outcome, PackageManager, PatchFacts, PendingUpdate, RebootFacts,
-    RebootReason, RunResult, SourceError, UnreadableFact, Volume,
+    GapRecord, HostFacts, InventoryFacts, Outcome, PackageManager, PatchFacts, PendingUpdate,
+    RebootFacts, RebootReason, RunResult, SourceError, UnreadableFact, Volume,
 };
 
 /// An `ItemList` read with each item kept as raw bytes. On the wire a repeated message field and a
@@ -37,6 +37,10 @@ pub enum DecodeError {
         check: &'static str,
         payload: &'static str,
     },
+    #[error(
+        "item with sequence {sequence} is a gap record for {from}..={to}: a gap record takes the last sequence it covers"
+    )]
+    GapRange { sequence: u64, from: u64, to: u64 },
     #[error(
         "item with sequence {sequence} has {what} {number}, which this collector does not know"
     )]
@@ -119,6 +123,31 @@ pub fn decode_item(index: usize, bytes: &[u8]) -> Result<EvidenceItem, DecodeErr
                 });
             }
             Outcome::Backup(backup(facts))
+        }
+        Some(v1::evidence_item::Outcome::Gap(gap)) => {
+            if check != CheckKind::Gap {
+                return Err(DecodeError::PayloadMismatch {
+                    sequence,
+                    check: check.as_str(),
+                    payload: "gap",
+                });
+            }
+            if gap.to_sequence != sequence || gap.from_sequence == 0 || gap.from_sequence > sequence
+            {
+                return Err(DecodeError::GapRange {
+                    sequence,
+                    from: gap.from_sequence,
+                    to: gap.to_sequence,
+                });
+            }
+            Outcome::Gap(GapRecord {
+                from_sequence: gap.from_sequence,
+                to_sequence: gap.to_sequence,
+                items_dropped: gap.items_dropped,
+                first_observed_at_unix_ms: gap.first_observed_at_unix_ms,
+                last_observed_at_unix_ms: gap.last_observed_at_unix_ms,
+                reason: gap.reason,
+            })
         }
     };
     Ok(EvidenceItem {

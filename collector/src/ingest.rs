@@ -128,9 +128,14 @@ pub fn validate_batch(batch: v1::Batch, max_items: usize) -> Result<BatchToAppen
             )));
         }
         previous = item.sequence;
+        let gap_from = match &item.outcome {
+            crate::model::Outcome::Gap(gap) => Some(gap.from_sequence),
+            _ => None,
+        };
         items.push(ItemToAppend {
             sequence: item.sequence,
             check: item.check,
+            gap_from,
             observed_at_ms: item.observed_at_unix_ms,
             bytes,
         });

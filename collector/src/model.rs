@@ -16,6 +16,8 @@ pub enum CheckKind {
     DiskEncryption,
     /// Backup recency and restore tests (A.8.13).
     Backup,
+    /// Not a check: evidence the agent had to drop, recorded so the loss is visible.
+    Gap,
 }
 
 impl CheckKind {
@@ -25,6 +27,7 @@ impl CheckKind {
             2 => Some(CheckKind::Patch),
             3 => Some(CheckKind::DiskEncryption),
             4 => Some(CheckKind::Backup),
+            5 => Some(CheckKind::Gap),
             _ => None,
         }
     }
@@ -35,6 +38,7 @@ impl CheckKind {
             CheckKind::Patch => 2,
             CheckKind::DiskEncryption => 3,
             CheckKind::Backup => 4,
+            CheckKind::Gap => 5,
         }
     }
 
@@ -44,6 +48,7 @@ impl CheckKind {
             CheckKind::Patch => "patch",
             CheckKind::DiskEncryption => "disk_encryption",
             CheckKind::Backup => "backup",
+            CheckKind::Gap => "gap",
         }
     }
 }
@@ -58,7 +63,20 @@ pub enum Outcome {
     Patch(PatchFacts),
     DiskEncryption(DiskEncryptionFacts),
     Backup(BackupFacts),
+    Gap(GapRecord),
     Error { reason: String, source: String },
+}
+
+/// Evidence an agent dropped: sequences `from_sequence..=to_sequence`, the record itself taking
+/// `to_sequence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GapRecord {
+    pub from_sequence: u64,
+    pub to_sequence: u64,
+    pub items_dropped: u64,
+    pub first_observed_at_unix_ms: Option<i64>,
+    pub last_observed_at_unix_ms: Option<i64>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -240,13 +258,30 @@ pub fn now_unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// RFC 3339 in UTC, to the second, for people.
+/// RFC 3339 in UTC, to the second, for people; never panics, whatever an agent sent.
 pub fn format_unix_ms(ms: i64) -> String {
+    // humantime formats only years 1970 to 9999; agents may send anything.
+    const YEAR_10000_MS: i64 = 253_402_300_800_000;
     match u64::try_from(ms) {
+        Ok(_) if ms >= YEAR_10000_MS => format!("{ms} ms after 1970 (beyond year 9999)"),
         Ok(ms) => humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
         )
         .to_string(),
         Err(_) => format!("{ms} ms before 1970"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_time_an_agent_sends_can_be_shown() {
+        assert_eq!(format_unix_ms(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_unix_ms(253_402_300_799_000), "9999-12-31T23:59:59Z");
+        assert!(format_unix_ms(253_402_300_800_000).contains("beyond year 9999"));
+        assert!(format_unix_ms(i64::MAX).contains("beyond year 9999"));
+        assert!(format_unix_ms(-1).contains("before 1970"));
     }
 }

@@ -86,6 +86,10 @@ pub fn summary(record: &EvidenceRecord) -> String {
             }
             parts.join(", ")
         }
+        Some(Outcome::Gap(g)) => format!(
+            "GAP: sequences {}..={} ({} items) dropped by the agent: {}",
+            g.from_sequence, g.to_sequence, g.items_dropped, g.reason
+        ),
         Some(Outcome::Backup(f)) => {
             if f.sources.is_empty() {
                 return "no backup source configured or found".to_owned();

@@ -46,7 +46,8 @@ impl From<RpcError> for Status {
             | RpcError::PermissionDenied(_)
             | RpcError::Append(AppendError::NotActive { .. }) => Code::PermissionDenied,
             RpcError::Append(AppendError::OutOfOrder { .. })
-            | RpcError::Append(AppendError::ConflictingResend { .. }) => Code::FailedPrecondition,
+            | RpcError::Append(AppendError::ConflictingResend { .. })
+            | RpcError::Append(AppendError::UnexplainedJump { .. }) => Code::FailedPrecondition,
             RpcError::Signature(_) => Code::InvalidArgument,
             RpcError::Unauthenticated(_) => Code::Unauthenticated,
             // A busy or full database is worth a retry; the batch was not acked.

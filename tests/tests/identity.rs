@@ -326,3 +326,71 @@ async fn a_revocation_refuses_the_next_batch_of_a_stream_already_open() {
     assert!(refused.message().contains("is revoked"), "{refused:?}");
     assert_eq!(collector.evidence(Some(&agent_id)).len(), 1);
 }
+
+#[tokio::test]
+async fn a_jump_in_sequence_is_refused_unless_a_gap_record_accounts_for_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(&tmp.path().join("collector"));
+    let agent = Agent::new(&tmp.path().join("agent"));
+    let agent_id = agent.enroll_with(&collector);
+    let creds = credentials(&agent);
+    let ca = collector_ca(&collector);
+
+    let jump = report_once(
+        &collector.url(),
+        mutual(&creds, ca.clone()),
+        signed(&creds.key_pem, 5, forged_items(5, "host", ""), ""),
+    )
+    .await
+    .expect_err("a silent hole is refused");
+    assert!(
+        jump.contains("FailedPrecondition") && jump.contains("sequences 1..=4 are missing"),
+        "{jump}"
+    );
+
+    let gap = v1::EvidenceItem {
+        sequence: 4,
+        check: v1::CheckKind::Gap as i32,
+        observed_at_unix_ms: 1_700_000_000_000,
+        outcome: Some(v1::evidence_item::Outcome::Gap(v1::Gap {
+            from_sequence: 1,
+            to_sequence: 4,
+            items_dropped: 4,
+            first_observed_at_unix_ms: None,
+            last_observed_at_unix_ms: None,
+            reason: "spool over max_spool_bytes (65536)".into(),
+        })),
+    };
+    let mut gap_list = Vec::new();
+    prost::encoding::bytes::encode(1, &gap.encode_to_vec(), &mut gap_list);
+    let ack = report_once(
+        &collector.url(),
+        mutual(&creds, ca.clone()),
+        signed(&creds.key_pem, 4, gap_list.clone(), ""),
+    )
+    .await
+    .expect("a gap record may open a hole");
+    assert_eq!((ack.stored, ack.duplicates), (1, 0));
+    let ack = report_once(
+        &collector.url(),
+        mutual(&creds, ca.clone()),
+        signed(&creds.key_pem, 5, forged_items(5, "host", ""), ""),
+    )
+    .await
+    .expect("the next sequence follows the gap");
+    assert_eq!(ack.stored, 1);
+    // A gap record for sequences already stored (the ack was lost) is a duplicate, not a
+    // conflict.
+    let ack = report_once(
+        &collector.url(),
+        mutual(&creds, ca),
+        signed(&creds.key_pem, 4, gap_list, ""),
+    )
+    .await
+    .expect("resent gap record");
+    assert_eq!((ack.stored, ack.duplicates), (0, 1));
+    let stored = collector.evidence(Some(&agent_id));
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0]["check"], "gap");
+    collector.admin(&["verify"]).expect_ok("verify");
+}

@@ -142,6 +142,8 @@ fn display_duration_ms(ms: u64) -> String {
 pub(crate) fn display_argv(program: &str, args: &[&str]) -> String {
     let mut out = String::from(program);
     for arg in args {
+        let arg = redact_url(arg);
+        let arg = arg.as_str();
         out.push(' ');
         if arg.is_empty() || arg.contains(char::is_whitespace) || arg.contains('"') {
             out.push_str(&format!("{arg:?}"));
@@ -150,6 +152,38 @@ pub(crate) fn display_argv(program: &str, args: &[&str]) -> String {
         }
     }
     out
+}
+
+/// A URL without its secrets: the password of its user information
+/// (`https://user:pass@host` -> `https://user@host`) and its query, where some backends put
+/// keys. Anything else is returned as it is. Arguments are shown, logged and recorded through
+/// this, so that a repository URL on a command line never carries its password further.
+pub fn redact_url(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return text.to_owned();
+    };
+    let mut out = text.to_owned();
+    let rest_start = scheme_end + 3;
+    let authority_end = out[rest_start..]
+        .find('/')
+        .map_or(out.len(), |i| rest_start + i);
+    if let Some(at) = out[rest_start..authority_end].rfind('@') {
+        let userinfo = &out[rest_start..rest_start + at];
+        let user = userinfo.split(':').next().unwrap_or_default().to_owned();
+        out.replace_range(rest_start..rest_start + at, &user);
+    }
+    if let Some(query) = out.find('?') {
+        out.truncate(query);
+    }
+    out
+}
+
+/// The argv as it is recorded and matched in a replay: URLs redacted by [`redact_url`].
+pub(crate) fn recorded_argv(program: &str, args: &[&str]) -> Vec<String> {
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .map(redact_url)
+        .collect()
 }
 
 enum Mode {

@@ -90,10 +90,7 @@ impl Recorder {
             state.next_command
         };
         let stem = self.dir.join(COMMANDS_DIR).join(format!("{seq:04}"));
-        let argv: Vec<String> = std::iter::once(program)
-            .chain(args.iter().copied())
-            .map(str::to_owned)
-            .collect();
+        let argv = super::recorded_argv(program, args);
         let (file, stdout, stderr) = match result {
             Ok(output) => (
                 CommandFile {

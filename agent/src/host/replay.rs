@@ -69,10 +69,7 @@ impl Replay {
     }
 
     pub fn run(&self, program: &str, args: &[&str]) -> Result<RawCommandOutput, HostError> {
-        let key: Vec<String> = std::iter::once(program)
-            .chain(args.iter().copied())
-            .map(str::to_owned)
-            .collect();
+        let key = super::recorded_argv(program, args);
         match self.commands.get(&key) {
             Some(answer) => answer.clone(),
             None => Err(HostError::NotRecorded {

@@ -374,3 +374,42 @@ fn a_broken_recording_is_refused_with_the_file_named() {
         "{error:#}"
     );
 }
+
+#[test]
+fn passwords_in_urls_are_never_shown_logged_or_recorded() {
+    assert_eq!(
+        redact_url("rest:https://backup:S3cret@nas:8000/host"),
+        "rest:https://backup@nas:8000/host"
+    );
+    assert_eq!(redact_url("https://h/x?token=abc"), "https://h/x");
+    assert_eq!(redact_url("--tag"), "--tag");
+    let shown = display_argv(
+        "restic",
+        &["--repo", "rest:https://u:S3cret@nas/x", "snapshots"],
+    );
+    assert!(!shown.contains("S3cret"), "{shown}");
+    assert_eq!(
+        recorded_argv("restic", &["--repo", "rest:https://u:S3cret@nas/x"]),
+        vec!["restic", "--repo", "rest:https://u@nas/x"]
+    );
+}
+
+#[tokio::test]
+async fn a_recording_keeps_no_url_password_and_still_replays() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("rec");
+    let recording = Host::recording(&dir).expect("recording");
+    let args = ["https://user:S3cret@example.invalid/repo"];
+    let live = recording.run("echo", &args).await.expect("echo runs");
+    recording.finish().expect("finish");
+    let mut everything = String::new();
+    for entry in std::fs::read_dir(dir.join("commands")).expect("commands") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            everything.push_str(&std::fs::read_to_string(path).expect("read"));
+        }
+    }
+    assert!(!everything.contains("S3cret"), "{everything}");
+    let replay = Host::replay(&dir).expect("replay");
+    assert_eq!(replay.run("echo", &args).await.expect("replays"), live);
+}

@@ -72,6 +72,14 @@ pub enum AppendError {
         "sequence {sequence} is already stored with different content: sequences must never be reused"
     )]
     ConflictingResend { sequence: u64 },
+    #[error(
+        "sequence {sequence} follows {last_stored}: {missing} missing and no gap record accounts for them"
+    )]
+    UnexplainedJump {
+        sequence: u64,
+        last_stored: u64,
+        missing: String,
+    },
     #[error("agent {agent_id} is {state}: it may not report evidence")]
     NotActive { agent_id: String, state: String },
     #[error(transparent)]
@@ -104,6 +112,8 @@ pub struct CertIdentity {
 pub struct ItemToAppend {
     pub sequence: u64,
     pub check: CheckKind,
+    /// For a gap record: the first sequence it accounts for.
+    pub gap_from: Option<u64>,
     pub observed_at_ms: i64,
     pub bytes: Vec<u8>,
 }
@@ -351,6 +361,12 @@ impl Store {
                     break;
                 }
             };
+            if item.gap_from.is_some() {
+                // A gap record for items that did arrive (their ack was lost before the agent
+                // dropped them): nothing is missing, so there is nothing to record.
+                duplicates += 1;
+                continue;
+            }
             let existing: Option<(i64, i64)> = tx
                 .query_row(
                     "SELECT batch_id, item_index FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
@@ -382,6 +398,24 @@ impl Store {
             duplicates += 1;
         }
         let new_items = &batch.items[first_new..];
+        // Sequences continue without holes; a hole is allowed only before a gap record, which
+        // says that everything up to its own sequence that did not arrive was dropped, and why.
+        let mut expected = head.as_ref().map_or(1, |(last, _)| last + 1);
+        for item in new_items {
+            let explained = item.gap_from.is_some();
+            if item.sequence != expected && !explained {
+                return Err(AppendError::UnexplainedJump {
+                    sequence: item.sequence,
+                    last_stored: expected - 1,
+                    missing: if item.sequence == expected + 1 {
+                        format!("sequence {expected} is")
+                    } else {
+                        format!("sequences {expected}..={} are", item.sequence - 1)
+                    },
+                });
+            }
+            expected = item.sequence + 1;
+        }
         if !new_items.is_empty() {
             tx.execute(
                 "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, signature, signature_algorithm)

@@ -101,7 +101,7 @@ pub struct EvidenceItem {
     #[prost(int64, tag = "3")]
     pub observed_at_unix_ms: i64,
     /// What the check observed, or why it could not observe.
-    #[prost(oneof = "evidence_item::Outcome", tags = "9, 10, 11, 12, 13")]
+    #[prost(oneof = "evidence_item::Outcome", tags = "9, 10, 11, 12, 13, 14")]
     pub outcome: ::core::option::Option<evidence_item::Outcome>,
 }
 /// Nested message and enum types in `EvidenceItem`.
@@ -119,7 +119,32 @@ pub mod evidence_item {
         DiskEncryption(super::DiskEncryptionFacts),
         #[prost(message, tag = "13")]
         Backup(super::BackupFacts),
+        #[prost(message, tag = "14")]
+        Gap(super::Gap),
     }
+}
+/// Items the agent dropped. The gap record takes the sequence number `to_sequence`, the last one
+/// it covers, so that it arrives where the dropped items would have: the collector accepts a jump
+/// in an agent's sequence only up to a gap record, and a gap record for items it already holds
+/// (their ack was lost) as a duplicate.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Gap {
+    /// The dropped sequences, inclusive.
+    #[prost(uint64, tag = "1")]
+    pub from_sequence: u64,
+    #[prost(uint64, tag = "2")]
+    pub to_sequence: u64,
+    /// Evidence items dropped (earlier gap records merged into this one do not count).
+    #[prost(uint64, tag = "3")]
+    pub items_dropped: u64,
+    /// When the dropped items were observed, where the agent could still read them.
+    #[prost(int64, optional, tag = "4")]
+    pub first_observed_at_unix_ms: ::core::option::Option<i64>,
+    #[prost(int64, optional, tag = "5")]
+    pub last_observed_at_unix_ms: ::core::option::Option<i64>,
+    /// Why: "spool over max_spool_bytes (67108864)", "spool file corrupt", "refused by the collector: ...".
+    #[prost(string, tag = "6")]
+    pub reason: ::prost::alloc::string::String,
 }
 /// A check that could not run reports this instead of facts.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
@@ -442,6 +467,9 @@ pub enum CheckKind {
     DiskEncryption = 3,
     /// Backup recency and restore tests (A.8.13).
     Backup = 4,
+    /// Not a check: evidence the agent had to drop (spool full, a corrupt spool file, a batch the
+    /// collector refused for good). A gap is itself a record, never silence.
+    Gap = 5,
 }
 impl CheckKind {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -455,6 +483,7 @@ impl CheckKind {
             Self::Patch => "CHECK_KIND_PATCH",
             Self::DiskEncryption => "CHECK_KIND_DISK_ENCRYPTION",
             Self::Backup => "CHECK_KIND_BACKUP",
+            Self::Gap => "CHECK_KIND_GAP",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -465,6 +494,7 @@ impl CheckKind {
             "CHECK_KIND_PATCH" => Some(Self::Patch),
             "CHECK_KIND_DISK_ENCRYPTION" => Some(Self::DiskEncryption),
             "CHECK_KIND_BACKUP" => Some(Self::Backup),
+            "CHECK_KIND_GAP" => Some(Self::Gap),
             _ => None,
         }
     }

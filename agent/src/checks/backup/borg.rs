@@ -212,7 +212,7 @@ async fn restore_test(
                 return RunResult {
                     at_unix_ms: now_unix_ms,
                     passed: false,
-                    detail: format!("borg list could not run: {error}"),
+                    detail: super::redact_message(&format!("borg list could not run: {error}")),
                 };
             }
         }

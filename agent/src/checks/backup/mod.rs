@@ -135,22 +135,11 @@ impl BackupSource {
     }
 }
 
-/// A repository location without secrets: user info of a URL keeps the user and drops the
-/// password (`https://user:pass@host` -> `https://user@host`), and query parameters, which
-/// some backends use for keys, are dropped.
+/// A repository location without secrets (see [`crate::host::redact_url`]):
+/// `rest:https://user:pass@host/x` -> `rest:https://user@host/x`; a query, which some backends
+/// use for keys, is dropped even outside a URL (`azure:c:/p?sig=…`).
 pub fn redact_location(location: &str) -> String {
-    let mut out = location.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let rest_start = scheme_end + 3;
-        let authority_end = out[rest_start..]
-            .find('/')
-            .map_or(out.len(), |i| rest_start + i);
-        if let Some(at) = out[rest_start..authority_end].rfind('@') {
-            let userinfo = &out[rest_start..rest_start + at];
-            let user = userinfo.split(':').next().unwrap_or_default().to_owned();
-            out.replace_range(rest_start..rest_start + at, &user);
-        }
-    }
+    let mut out = crate::host::redact_url(location);
     if let Some(query) = out.find('?') {
         out.truncate(query);
     }
