@@ -283,16 +283,21 @@ impl Host {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<RawCommandOutput, HostError> {
+        self.run_raw_within(program, args, env, self.command_timeout)
+            .await
+    }
+
+    /// Like [`Host::run_raw`] with its own timeout, for the few programs that are expected to
+    /// run long (a repository's integrity check).
+    pub async fn run_raw_within(
+        &self,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<RawCommandOutput, HostError> {
         tracing::debug!(argv = %display_argv(program, args), "run");
-        let live = || {
-            live::run(
-                program,
-                args,
-                env,
-                self.command_timeout,
-                self.max_stream_bytes,
-            )
-        };
+        let live = || live::run(program, args, env, timeout, self.max_stream_bytes);
         match &self.mode {
             Mode::Live => live().await.map(live::RawOutput::into_raw),
             Mode::Recording(recorder) => {

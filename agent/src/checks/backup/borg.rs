@@ -128,7 +128,10 @@ pub(super) async fn collect(
         repo.check_interval_secs,
         now_unix_ms,
     ) {
-        let result = match host.run_raw(TOOL, &["check", location], env).await {
+        let result = match host
+            .run_raw_within(TOOL, &["check", location], env, repo.check_timeout)
+            .await
+        {
             Ok(output) => RunResult {
                 at_unix_ms: now_unix_ms,
                 passed: output.status == Some(0),

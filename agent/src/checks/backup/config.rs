@@ -10,6 +10,7 @@
 //! check_interval_secs = 604800                   # `restic check`; 0 = never (default a week)
 //! check_read_data_subset = "2%"                  # optional: also read this much pack data
 //! restore_test_interval_secs = 604800            # 0 = never (default a week)
+//! check_timeout_secs = 3600                      # how long the integrity check may run
 //!
 //! [[backup.borg]]
 //! repository = "ssh://backup@nas/./borg/laptop42"
@@ -30,6 +31,12 @@ const DEFAULT_RESTORE_TEST_INTERVAL_SECS: u64 = 7 * 86_400;
 const DEFAULT_RESTORE_TEST_FILES: u32 = 3;
 /// … of at most this size each, so that it stays cheap on a laptop.
 const DEFAULT_RESTORE_TEST_MAX_BYTES: u64 = 4 * 1024 * 1024;
+/// A restored file is held in memory through the host layer, which keeps at most this much of
+/// a program's output.
+const MAX_RESTORE_TEST_MAX_BYTES: u64 = crate::host::MAX_STREAM_BYTES as u64;
+/// `restic check` and `borg check` read a whole repository's structure: far longer than the
+/// other commands' timeout. The integrity check runs weekly, so a long one is affordable.
+const DEFAULT_CHECK_TIMEOUT_SECS: u64 = 3600;
 
 /// `[backup]` as written; unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +68,7 @@ pub struct RepositoryFile {
     pub restore_test_interval_secs: Option<u64>,
     pub restore_test_files: Option<u32>,
     pub restore_test_max_bytes: Option<u64>,
+    pub check_timeout_secs: Option<u64>,
 }
 
 /// One `[[backup.systemd_unit]]` as written.
@@ -108,6 +116,8 @@ pub struct Repository {
     pub restore_test_interval_secs: Option<u64>,
     pub restore_test_files: u32,
     pub restore_test_max_bytes: u64,
+    /// How long `restic check` / `borg check` may run before it is stopped.
+    pub check_timeout: std::time::Duration,
 }
 
 /// A systemd unit whose last run is the evidence of some other backup job.
@@ -248,9 +258,17 @@ fn repository(key: &str, file: &RepositoryFile) -> Result<Repository, String> {
     let restore_test_max_bytes = file
         .restore_test_max_bytes
         .unwrap_or(DEFAULT_RESTORE_TEST_MAX_BYTES);
-    if !(1..=64 * 1024 * 1024).contains(&restore_test_max_bytes) {
+    if !(1..=MAX_RESTORE_TEST_MAX_BYTES).contains(&restore_test_max_bytes) {
         return Err(format!(
-            "{key}.restore_test_max_bytes is {restore_test_max_bytes}: it must be between 1 and 67108864 (64 MiB)"
+            "{key}.restore_test_max_bytes is {restore_test_max_bytes}: it must be between 1 and {MAX_RESTORE_TEST_MAX_BYTES} (8 MiB)"
+        ));
+    }
+    let check_timeout_secs = file
+        .check_timeout_secs
+        .unwrap_or(DEFAULT_CHECK_TIMEOUT_SECS);
+    if !(60..=86_400).contains(&check_timeout_secs) {
+        return Err(format!(
+            "{key}.check_timeout_secs is {check_timeout_secs}: it must be between 60 and 86400"
         ));
     }
     Ok(Repository {
@@ -273,6 +291,7 @@ fn repository(key: &str, file: &RepositoryFile) -> Result<Repository, String> {
         )?,
         restore_test_files,
         restore_test_max_bytes,
+        check_timeout: std::time::Duration::from_secs(check_timeout_secs),
         location,
     })
 }

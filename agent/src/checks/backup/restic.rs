@@ -50,6 +50,7 @@ pub(super) async fn collect(
         "--password-file",
         password_file.as_str(),
     ];
+    // Only the integrity check takes a lock, and only it may run long.
     let run = |args: Vec<&str>, lock: bool| {
         let mut argv: Vec<&str> = base.to_vec();
         if !lock {
@@ -59,7 +60,12 @@ pub(super) async fn collect(
         let argv: Vec<String> = argv.into_iter().map(str::to_owned).collect();
         async move {
             let args: Vec<&str> = argv.iter().map(String::as_str).collect();
-            host.run_raw(TOOL, &args, &[]).await
+            if lock {
+                host.run_raw_within(TOOL, &args, &[], repo.check_timeout)
+                    .await
+            } else {
+                host.run_raw(TOOL, &args, &[]).await
+            }
         }
     };
 

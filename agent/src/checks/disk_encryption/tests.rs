@@ -172,3 +172,49 @@ fn the_summary_follows_the_volumes() {
         (None, SwapState::Unknown)
     );
 }
+
+#[tokio::test]
+async fn what_could_not_be_read_never_yields_a_clean_summary() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path();
+    let from = testdata("replay-linux-luks2-lvm-laptop");
+    std::fs::create_dir_all(dir.join("commands")).expect("mkdir");
+    std::fs::copy(from.join("host.toml"), dir.join("host.toml")).expect("copy");
+    for entry in std::fs::read_dir(from.join("commands")).expect("commands") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(
+            &path,
+            dir.join("commands").join(path.file_name().expect("name")),
+        )
+        .expect("copy");
+    }
+    // No /proc/swaps in this copy, and ZFS is installed but its module is not loaded.
+    for entry in std::fs::read_dir(dir.join("commands")).expect("commands") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.starts_with("argv = [\"zfs\"") {
+            let argv = text.lines().next().expect("argv");
+            std::fs::write(&path, format!("{argv}\nstatus = 1\n")).expect("write");
+            std::fs::write(
+                path.with_extension("stderr"),
+                "The ZFS modules are not loaded.\nTry running '/sbin/modprobe zfs' as root to load them.\n",
+            )
+            .expect("write");
+        }
+    }
+    let facts = collect(&Host::replay(dir).expect("loads"))
+        .await
+        .expect("collects");
+    assert_eq!(facts.system_encrypted, Some(true));
+    assert_eq!(
+        facts.swap,
+        SwapState::Unknown,
+        "swap files could not be listed"
+    );
+    assert_eq!(
+        facts.fixed_data_encrypted, None,
+        "a ZFS dataset may be unencrypted"
+    );
+    let unreadable: Vec<&str> = facts.unreadable.iter().map(|u| u.fact.as_str()).collect();
+    assert_eq!(unreadable, vec!["swap", "zfs"]);
+}

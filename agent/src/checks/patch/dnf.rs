@@ -120,6 +120,7 @@ pub(super) async fn collect(
     let listed = run_expecting(host, program, &["-C", "check-update"], &[0, 100])
         .await
         .and_then(|output| {
+            skipped_repositories(&output.stderr)?;
             let listed = parse_check_update(&output.stdout)?;
             check_status(program, output.status, &listed)?;
             Ok(listed)
@@ -630,6 +631,28 @@ fn last_upgrade(program: &str, history: &[Transaction], clock: &LocalClock) -> R
         .map_err(|e| format!("transaction {} in `{program} history list`: {e}", newest.id))
 }
 
+/// A repository dnf skipped (`skip_if_unavailable`, or no cache under `-C`) still exits 0,
+/// so its updates would silently count as none: that is an incomplete list, not "0 pending".
+pub(crate) fn skipped_repositories(stderr: &str) -> Result<(), String> {
+    let skipped: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|line| {
+            line.starts_with("Ignoring repositories:")
+                || (line.contains("Cache-only enabled but no cache for"))
+                || line.starts_with("Failed to download metadata for repo")
+        })
+        .collect();
+    if skipped.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "some repositories were not read, so the list would be incomplete: {}",
+            skipped.join(" / ")
+        ))
+    }
+}
+
 /// dnf prints the time of the last check with `%c` in the C locale, in local time:
 /// `Tue Mar 12 10:00:00 2024` (the day padded with a blank).
 pub(crate) fn parse_metadata_check(text: &str, clock: &LocalClock) -> Result<i64, String> {
@@ -805,6 +828,25 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+
+    #[test]
+    fn skipped_repositories_make_the_list_incomplete() {
+        assert_eq!(skipped_repositories(""), Ok(()));
+        assert_eq!(
+            skipped_repositories(
+                "Last metadata expiration check: 0:01:02 ago on Tue Mar 12 10:00:00 2024.\n"
+            ),
+            Ok(())
+        );
+        let error = skipped_repositories(
+            "Error: Cache-only enabled but no cache for 'epel'\nIgnoring repositories: epel\n",
+        )
+        .expect_err("incomplete");
+        assert!(
+            error.contains("epel") && error.contains("incomplete"),
+            "{error}"
+        );
+    }
 
     fn testdata(name: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))

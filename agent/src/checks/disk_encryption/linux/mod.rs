@@ -21,13 +21,15 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use super::{DiskEncryptionFacts, EncryptionState, Volume, VolumeRole};
+use super::{DiskEncryptionFacts, EncryptionState, SwapState, Volume, VolumeRole};
 use crate::checks::{CheckError, UnreadableFact, first_lines, run_expecting};
 use crate::host::{Host, HostError};
 
 const LSBLK_COLUMNS: &str = "NAME,PATH,TYPE,FSTYPE,FSVER,MOUNTPOINTS,RM,HOTPLUG,SIZE";
-/// util-linux before 2.37 knows only the first mount point of a device.
-const LSBLK_COLUMNS_OLD: &str = "NAME,PATH,TYPE,FSTYPE,FSVER,MOUNTPOINT,RM,HOTPLUG,SIZE";
+/// util-linux before 2.37 knows only the first mount point of a device, before 2.35 no FSVER
+/// and before 2.33 no PATH: the fallback asks for full paths in NAME (`--paths`) and leaves the
+/// LUKS version to `cryptsetup luksDump`.
+const LSBLK_COLUMNS_OLD: &str = "NAME,TYPE,FSTYPE,MOUNTPOINT,RM,HOTPLUG,SIZE";
 const PROC_SWAPS: &str = "/proc/swaps";
 const ZFS_LIST: &[&str] = &[
     "list",
@@ -76,6 +78,8 @@ pub(super) async fn collect(host: &Host) -> Result<DiskEncryptionFacts, CheckErr
         if let Some(Ok(details)) = headers.get(&crypt.container) {
             let volume = &mut volume.volume;
             if let Some(scheme) = &details.scheme {
+                // An old lsblk gave no LUKS version: the header did.
+                volume.reason = volume.reason.replace("(luks)", &format!("({scheme})"));
                 volume.scheme = Some(scheme.clone());
             }
             volume.cipher.clone_from(&details.cipher);
@@ -89,7 +93,17 @@ pub(super) async fn collect(host: &Host) -> Result<DiskEncryptionFacts, CheckErr
         Ok(datasets) => volumes.extend(datasets),
         Err(reason) => unreadable.push(fact("zfs", reason)),
     }
-    Ok(DiskEncryptionFacts::from_volumes(volumes, unreadable))
+    let mut facts = DiskEncryptionFacts::from_volumes(volumes, unreadable);
+    // What could not be read may hide an unencrypted swap file or ZFS dataset: then a clean
+    // summary would be a guess.
+    let unread = |name: &str| facts.unreadable.iter().any(|u| u.fact == name);
+    if unread("swap") && facts.swap != SwapState::Unencrypted {
+        facts.swap = SwapState::Unknown;
+    }
+    if unread("zfs") && facts.fixed_data_encrypted == Some(true) {
+        facts.fixed_data_encrypted = None;
+    }
+    Ok(facts)
 }
 
 fn fact(fact: &str, reason: impl Into<String>) -> UnreadableFact {
@@ -101,8 +115,9 @@ fn fact(fact: &str, reason: impl Into<String>) -> UnreadableFact {
 
 async fn lsblk(host: &Host) -> Result<Vec<Node>, String> {
     let mut first_error = None;
-    for columns in [LSBLK_COLUMNS, LSBLK_COLUMNS_OLD] {
-        let args = ["--json", "--bytes", "--output", columns];
+    for (columns, paths) in [(LSBLK_COLUMNS, None), (LSBLK_COLUMNS_OLD, Some("--paths"))] {
+        let mut args = vec!["--json", "--bytes", "--output", columns];
+        args.extend(paths);
         match run_expecting(host, "lsblk", &args, &[0]).await {
             Ok(output) => return parse_lsblk(&output.stdout),
             Err(reason) => {
@@ -172,8 +187,17 @@ fn node(value: &Value) -> Result<Node, String> {
         Some(Value::Array(list)) => list.iter().map(node).collect::<Result<_, _>>()?,
         _ => Vec::new(),
     };
+    let path = match text("path") {
+        Some(path) => path,
+        None if name.starts_with('/') => name.clone(),
+        None => format!("/dev/{name}"),
+    };
+    // With `--paths` a mapping's NAME is `/dev/mapper/NAME`; cryptsetup wants the bare name.
+    let name = name
+        .strip_prefix("/dev/mapper/")
+        .map_or(name.clone(), str::to_owned);
     Ok(Node {
-        path: text("path").unwrap_or_else(|| format!("/dev/{name}")),
+        path,
         name,
         kind: text("type").unwrap_or_default(),
         fstype: text("fstype"),
