@@ -30,6 +30,14 @@ pub enum Command {
     Run(RunCli),
     /// Run every check once on this machine and print the evidence without sending it.
     Check(CheckCli),
+    /// Renew the agent's certificate now with a new key (`run` does it at half lifetime).
+    Renew(RenewCli),
+}
+
+#[derive(Debug, Args)]
+pub struct RenewCli {
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,7 @@ pub mod config;
 pub mod convert;
 pub mod enroll;
 pub mod host;
+pub mod renew;
 pub mod report;
 pub mod run;
 pub mod sequence;

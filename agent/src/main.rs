@@ -45,6 +45,23 @@ fn main() -> ExitCode {
                 evident_agent::run::run(config, once, shutdown_signal()).await
             }
             Command::Check(args) => evident_agent::cli::check(args).await,
+            Command::Renew(args) => {
+                let state = evident_agent::state::StateDir::new(&args.state_dir);
+                let credentials = state.credentials()?;
+                let renewed = evident_agent::renew::renew(&state, &credentials).await?;
+                let validity = evident_agent::renew::Validity::of(renewed.cert.as_ref())?;
+                println!(
+                    "renewed {}: new key, certificate valid until {}",
+                    renewed.enrollment.agent_id,
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::from_millis(
+                                u64::try_from(validity.not_after_ms).unwrap_or(0)
+                            )
+                    )
+                );
+                Ok(())
+            }
         }
     });
     match result {

@@ -50,12 +50,34 @@ pub fn spool_observations(
     Ok(spooled)
 }
 
+/// Renews the certificate when half its lifetime has passed; a failure is retried next cycle
+/// (the old certificate still works until it expires).
+async fn renew_if_due(state: &StateDir, credentials: &mut crate::state::Credentials) {
+    let due =
+        crate::renew::Validity::of(credentials.cert.as_ref()).map(|v| v.renewal_due(now_ms()));
+    match due {
+        Ok(false) => {}
+        Ok(true) => match crate::renew::renew(state, credentials).await {
+            Ok(renewed) => *credentials = renewed,
+            Err(error) => {
+                warn!(error = %format!("{error:#}"), "certificate renewal failed; retried next cycle")
+            }
+        },
+        Err(error) => {
+            warn!(error = %format!("{error:#}"), "cannot tell when the certificate expires")
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Keeps the spool within its bound, recording what had to go as a gap.
 fn bound_spool(spool: &Spool, max_bytes: u64) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    match spool.enforce_bound(max_bytes, now) {
+    match spool.enforce_bound(max_bytes, now_ms()) {
         Ok(None) => {}
         Ok(Some(gap)) => warn!(
             first = gap.from_sequence,
@@ -84,7 +106,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let state = StateDir::new(&config.state_dir);
-    let credentials = state.credentials()?;
+    let mut credentials = state.credentials()?;
     let spool = Spool::open(&state.spool_dir())?;
     let mut sequencer = Sequencer::open(state.sequence_file(), &spool)?;
     let host = Host::live().with_command_timeout(config.command_timeout);
@@ -103,6 +125,7 @@ pub async fn run(
             config.max_batch_items,
         )?;
         bound_spool(&spool, config.max_spool_bytes);
+        renew_if_due(&state, &mut credentials).await;
         let delivered = report::deliver(&credentials, &spool)
             .await
             .context("deliver evidence (it stays in the spool and is sent on the next run)")?;
@@ -141,6 +164,7 @@ pub async fn run(
             next_delivery = now;
         }
         if Instant::now() >= next_delivery {
+            renew_if_due(&state, &mut credentials).await;
             match report::deliver(&credentials, &spool).await {
                 Ok(_) => {
                     failures = 0;

@@ -127,8 +127,50 @@ impl StateDir {
         self.enrollment_file().exists()
     }
 
+    /// Installs a renewed key and certificate. Both are written beside the old ones first, then
+    /// renamed key first; [`StateDir::credentials`] finishes a swap a crash interrupted, so the
+    /// key and certificate on disk always belong together.
+    pub fn install_renewed(&self, key_pem: &str, cert_pem: &str) -> anyhow::Result<()> {
+        let (key_new, cert_new) = (
+            self.pending(&self.key_file()),
+            self.pending(&self.cert_file()),
+        );
+        write_atomic(&key_new, key_pem.as_bytes(), true)?;
+        write_atomic(&cert_new, cert_pem.as_bytes(), false)?;
+        self.finish_renewal()
+    }
+
+    fn pending(&self, path: &Path) -> PathBuf {
+        let mut name = path.as_os_str().to_owned();
+        name.push(".new");
+        PathBuf::from(name)
+    }
+
+    /// Completes an interrupted swap: with the new certificate written, the new pair wins; with
+    /// only a new key (the crash came before its certificate), the old pair stays.
+    fn finish_renewal(&self) -> anyhow::Result<()> {
+        let (key_new, cert_new) = (
+            self.pending(&self.key_file()),
+            self.pending(&self.cert_file()),
+        );
+        if cert_new.exists() {
+            if key_new.exists() {
+                std::fs::rename(&key_new, self.key_file())
+                    .with_context(|| format!("install {}", key_new.display()))?;
+            }
+            std::fs::rename(&cert_new, self.cert_file())
+                .with_context(|| format!("install {}", cert_new.display()))?;
+            sync_dir(&self.root)?;
+        } else if key_new.exists() {
+            std::fs::remove_file(&key_new)
+                .with_context(|| format!("remove unfinished {}", key_new.display()))?;
+        }
+        Ok(())
+    }
+
     /// Loads what `enroll` saved; a clear error says how to enrol when it is missing.
     pub fn credentials(&self) -> anyhow::Result<Credentials> {
+        self.finish_renewal()?;
         if !self.is_enrolled() {
             bail!(
                 "agent is not enrolled: no {} (run `evident-agent enroll --state-dir {} ...` first)",
@@ -200,4 +242,42 @@ pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(state: &StateDir) -> (String, String) {
+        (
+            std::fs::read_to_string(state.key_file()).expect("key"),
+            std::fs::read_to_string(state.cert_file()).expect("cert"),
+        )
+    }
+
+    #[test]
+    fn an_interrupted_renewal_leaves_a_matching_pair() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::new(dir.path());
+        std::fs::write(state.key_file(), "old key").expect("write");
+        std::fs::write(state.cert_file(), "old cert").expect("write");
+
+        // Crashed after the new key only: the old pair stays.
+        std::fs::write(state.pending(&state.key_file()), "new key").expect("write");
+        state.finish_renewal().expect("finish");
+        assert_eq!(pair(&state), ("old key".into(), "old cert".into()));
+        assert!(!state.pending(&state.key_file()).exists());
+
+        // Crashed after the key was renamed, before the certificate: the new pair completes.
+        std::fs::write(state.key_file(), "new key").expect("write");
+        std::fs::write(state.pending(&state.cert_file()), "new cert").expect("write");
+        state.finish_renewal().expect("finish");
+        assert_eq!(pair(&state), ("new key".into(), "new cert".into()));
+
+        // A whole renewal.
+        state
+            .install_renewed("newer key", "newer cert")
+            .expect("install");
+        assert_eq!(pair(&state), ("newer key".into(), "newer cert".into()));
+    }
 }

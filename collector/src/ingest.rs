@@ -24,6 +24,8 @@ pub struct IngestLimits {
 pub struct EvidenceService {
     store: Arc<Store>,
     limits: IngestLimits,
+    ca: Arc<crate::ca::CertificateAuthority>,
+    agent_cert_lifetime: time::Duration,
 }
 
 /// The authenticated sender of a stream.
@@ -35,8 +37,51 @@ struct Sender {
 }
 
 impl EvidenceService {
-    pub fn new(store: Arc<Store>, limits: IngestLimits) -> Self {
-        EvidenceService { store, limits }
+    pub fn new(
+        store: Arc<Store>,
+        limits: IngestLimits,
+        ca: Arc<crate::ca::CertificateAuthority>,
+        agent_cert_lifetime: time::Duration,
+    ) -> Self {
+        EvidenceService {
+            store,
+            limits,
+            ca,
+            agent_cert_lifetime,
+        }
+    }
+
+    /// Certifies the calling agent's new key under the same agent id.
+    async fn renew(
+        &self,
+        sender: &Sender,
+        csr_der: Vec<u8>,
+    ) -> Result<v1::RenewResponse, RpcError> {
+        if csr_der.is_empty() {
+            return Err(RpcError::InvalidBatch(
+                "renewal request has no CSR: send a PKCS#10 request for the new key".into(),
+            ));
+        }
+        let agent_id = sender.identity.agent_id.clone();
+        let store = self.store.clone();
+        let ca = self.ca.clone();
+        let lifetime = self.agent_cert_lifetime;
+        let cert = tokio::task::spawn_blocking(move || {
+            let cert = ca
+                .sign_agent_csr(&csr_der, &agent_id, lifetime)
+                .map_err(|e| RpcError::Enroll(crate::store::EnrollError::Csr(e)))?;
+            store.add_certificate(&agent_id, &cert)?;
+            Ok::<_, RpcError>(cert)
+        })
+        .await
+        .map_err(|e| RpcError::Internal(e.to_string()))??;
+        Ok(v1::RenewResponse {
+            certificate_der: cert.der.to_vec(),
+            certificate_not_after_unix_ms: i64::try_from(
+                cert.not_after.unix_timestamp_nanos() / 1_000_000,
+            )
+            .unwrap_or(i64::MAX),
+        })
     }
 
     /// Finds the agent behind the verified client certificate of this connection.
@@ -179,6 +224,37 @@ async fn handle_batch(
 #[tonic::async_trait]
 impl v1::evidence_server::Evidence for EvidenceService {
     type ReportStream = ReceiverStream<Result<v1::ReportResponse, Status>>;
+
+    async fn renew(
+        &self,
+        request: Request<v1::RenewRequest>,
+    ) -> Result<Response<v1::RenewResponse>, Status> {
+        let sender = match self.authenticate(&request).await {
+            Ok(sender) => sender,
+            Err(error) => {
+                warn!(%error, peer = ?request.remote_addr(), "renewal refused");
+                return Err(error.into());
+            }
+        };
+        let span = info_span!("renew", agent = %sender.identity.agent_id);
+        async move {
+            match self.renew(&sender, request.into_inner().csr_der).await {
+                Ok(response) => {
+                    info!(
+                        not_after_ms = response.certificate_not_after_unix_ms,
+                        "agent certificate renewed"
+                    );
+                    Ok(Response::new(response))
+                }
+                Err(error) => {
+                    warn!(%error, "renewal refused");
+                    Err(error.into())
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
 
     async fn report(
         &self,

@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub agent_cert_lifetime: Duration,
     pub max_batch_items: usize,
     pub max_message_bytes: usize,
+    /// Cap on the evidence database (`max_database_bytes`); `None` for no cap.
+    pub max_database_bytes: Option<u64>,
 }
 
 /// Paths inside a data directory.
@@ -54,6 +56,26 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
     let paths = CaPaths::new(&config.data_dir);
     let ca = Arc::new(CertificateAuthority::load_or_create(&paths)?);
     let store = Arc::new(Store::open_or_create(&database_path(&config.data_dir))?);
+    if let Some(max_bytes) = config.max_database_bytes {
+        let limit = store
+            .limit_size(max_bytes)
+            .context("apply max_database_bytes to the database")?;
+        if limit.used_pages >= limit.max_pages {
+            warn!(
+                max_database_bytes = max_bytes,
+                used_bytes = limit.used_bytes(),
+                "the database already fills max_database_bytes: every batch is refused until it is raised"
+            );
+        } else {
+            info!(
+                max_database_bytes = max_bytes,
+                used_bytes = limit.used_bytes(),
+                page_size = limit.page_size,
+                max_pages = limit.max_pages,
+                "database size capped"
+            );
+        }
+    }
     let identity = ca.issue_server_identity(&paths, &config.server_names)?;
     let tls = Arc::new(tls_config(&ca, identity)?);
 
@@ -76,6 +98,8 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         IngestLimits {
             max_batch_items: config.max_batch_items,
         },
+        ca.clone(),
+        lifetime,
     );
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

@@ -23,7 +23,13 @@ const MIGRATIONS: &[M<'static>] = &[
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// SQLITE_FULL: the database reached `max_database_bytes` or the disk is full. The
+    /// transaction rolled back.
+    #[error(
+        "collector storage is full ({0}): nothing was stored; free disk space on the collector or raise max_database_bytes"
+    )]
+    Full(rusqlite::Error),
     #[error("database migration failed: {0}")]
     Migration(#[from] rusqlite_migration::Error),
     #[error(
@@ -32,6 +38,35 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(error),
+            _ => StoreError::Sqlite(error),
+        }
+    }
+}
+
+/// The size cap in force on a store's connection (see `Store::limit_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimit {
+    pub page_size: u64,
+    /// The most pages the database may grow to.
+    pub max_pages: u64,
+    /// Pages in use when the cap was set.
+    pub used_pages: u64,
+}
+
+impl SizeLimit {
+    pub fn max_bytes(&self) -> u64 {
+        self.max_pages * self.page_size
+    }
+
+    pub fn used_bytes(&self) -> u64 {
+        self.used_pages * self.page_size
+    }
 }
 
 /// Why an enrolment was refused.
@@ -202,6 +237,30 @@ impl Store {
         Self::open_or_create(path)
     }
 
+    /// Caps the database at `max_bytes`, rounded down to whole pages, with `PRAGMA
+    /// max_page_count` on this store's one connection (the cap is not stored in the file, so
+    /// admin commands are not bound by it). A write that would grow the database beyond it
+    /// fails with SQLITE_FULL (`StoreError::Full`) and its transaction rolls back. SQLite does
+    /// not lower the limit below the pages already in use: a database already over the cap
+    /// takes nothing new until the cap is raised.
+    pub fn limit_size(&self, max_bytes: u64) -> Result<SizeLimit, StoreError> {
+        let conn = self.conn();
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let page_size = u64::try_from(page_size)
+            .ok()
+            .filter(|size| *size > 0)
+            .ok_or_else(|| StoreError::Corrupt(format!("page size {page_size}")))?;
+        let wanted = i64::try_from((max_bytes / page_size).max(1)).unwrap_or(i64::MAX);
+        let max_pages: i64 =
+            conn.pragma_update_and_check(None, "max_page_count", wanted, |r| r.get(0))?;
+        let used_pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        Ok(SizeLimit {
+            page_size,
+            max_pages: u64::try_from(max_pages).unwrap_or(0),
+            used_pages: u64::try_from(used_pages).unwrap_or(0),
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -295,6 +354,27 @@ impl Store {
             agent_id: new_agent_id.to_owned(),
             cert,
         })
+    }
+
+    /// Records a renewed certificate of an active agent; its earlier certificates stay, so
+    /// the batches they signed still verify.
+    pub fn add_certificate(
+        &self,
+        agent_id: &str,
+        cert: &IssuedAgentCert,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO certificates (agent_id, fingerprint, der, not_before_ms, not_after_ms)
+             SELECT ?1, ?2, ?3, ?4, ?5 FROM agents WHERE agent_id = ?1 AND state = 'active'",
+            params![
+                agent_id,
+                ring::digest::digest(&ring::digest::SHA256, &cert.der).as_ref(),
+                cert.der.as_ref(),
+                offset_to_ms(cert.not_before),
+                offset_to_ms(cert.not_after)
+            ],
+        )?;
+        Ok(())
     }
 
     /// Looks up the agent behind a certificate by the SHA-256 of its DER.
