@@ -42,16 +42,27 @@ fn now_ms() -> i64 {
 /// in its place, so that delivery goes on; anything else (unavailable, revoked) leaves it in
 /// the spool for the next attempt.
 fn refused(spool: &Spool, batch: &SpooledBatch, status: &tonic::Status) -> anyhow::Error {
-    let message = format!(
-        "the collector refused batch {}-{}: {}",
-        batch.first_sequence,
-        batch.last_sequence,
-        status.message()
-    );
     let permanent = matches!(
         status.code(),
         tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
     );
+    let message = if permanent || status.code() == tonic::Code::PermissionDenied {
+        format!(
+            "the collector refused batch {}-{}: {}",
+            batch.first_sequence,
+            batch.last_sequence,
+            status.message()
+        )
+    } else {
+        // A cut or stalled link, or a busy collector: nothing was refused for good.
+        format!(
+            "delivering batch {}-{} failed ({:?}): {}",
+            batch.first_sequence,
+            batch.last_sequence,
+            status.code(),
+            status.message()
+        )
+    };
     if !permanent {
         return anyhow::anyhow!(message);
     }
@@ -117,6 +128,7 @@ pub async fn deliver(credentials: &Credentials, spool: &Spool) -> anyhow::Result
                 items,
                 signature,
                 signature_algorithm: v1::SignatureAlgorithm::EcdsaP256Sha256 as i32,
+                sent_at_unix_ms: now_ms(),
             })),
         };
         tx.send(request)

@@ -88,6 +88,10 @@ pub struct ServeArgs {
     /// A DNS name or IP agents use to reach this collector (repeatable).
     #[arg(long = "server-name", value_name = "NAME")]
     pub server_names: Vec<String>,
+    /// Cap the evidence database at this many bytes (at least 1048576); a batch that does
+    /// not fit is refused unacked and stays in the agent's spool.
+    #[arg(long, value_name = "BYTES")]
+    pub max_database_bytes: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +152,7 @@ impl ServeArgs {
             data_dir: self.data_dir,
             grpc_listen: self.grpc_listen,
             server_names: self.server_names,
+            max_database_bytes: self.max_database_bytes,
         })
     }
 }

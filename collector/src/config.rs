@@ -13,6 +13,8 @@ pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7443";
 pub const DEFAULT_AGENT_CERT_LIFETIME_DAYS: u64 = 90;
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The smallest `max_database_bytes`: below it the schema and a few batches barely fit.
+pub const MIN_MAX_DATABASE_BYTES: u64 = 1024 * 1024;
 
 /// `collector.toml` as written; every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -24,6 +26,11 @@ pub struct FileConfig {
     pub agent_certificate_lifetime_days: Option<u64>,
     pub max_batch_items: Option<usize>,
     pub max_message_bytes: Option<usize>,
+    pub max_database_bytes: Option<u64>,
+    /// Report streams open at once (default 20000); one more is answered `unavailable`.
+    pub max_concurrent_streams: Option<usize>,
+    /// Batches being stored at once (default 256); one more is answered `unavailable`.
+    pub max_in_flight_batches: Option<usize>,
 }
 
 /// Values given on the command line; they win over the file.
@@ -32,6 +39,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub grpc_listen: Option<String>,
     pub server_names: Vec<String>,
+    pub max_database_bytes: Option<u64>,
 }
 
 impl FileConfig {
@@ -93,6 +101,30 @@ impl FileConfig {
                 "max_message_bytes is {max_message_bytes}: it must be between 65536 and 67108864"
             );
         }
+        let max_database_bytes = overrides.max_database_bytes.or(self.max_database_bytes);
+        if let Some(bytes) = max_database_bytes
+            && bytes < MIN_MAX_DATABASE_BYTES
+        {
+            bail!(
+                "max_database_bytes is {bytes}: it must be at least {MIN_MAX_DATABASE_BYTES} (1 MiB), or left out for no cap"
+            );
+        }
+        let max_concurrent_streams = self
+            .max_concurrent_streams
+            .unwrap_or(crate::ingest::DEFAULT_MAX_CONCURRENT_STREAMS);
+        if !(1..=1_000_000).contains(&max_concurrent_streams) {
+            bail!(
+                "max_concurrent_streams is {max_concurrent_streams}: it must be between 1 and 1000000"
+            );
+        }
+        let max_in_flight_batches = self
+            .max_in_flight_batches
+            .unwrap_or(crate::ingest::DEFAULT_MAX_IN_FLIGHT_BATCHES);
+        if !(1..=100_000).contains(&max_in_flight_batches) {
+            bail!(
+                "max_in_flight_batches is {max_in_flight_batches}: it must be between 1 and 100000"
+            );
+        }
         Ok(ServeConfig {
             data_dir,
             grpc_listen,
@@ -100,6 +132,9 @@ impl FileConfig {
             agent_cert_lifetime: Duration::from_secs(days * 86_400),
             max_batch_items,
             max_message_bytes,
+            max_database_bytes,
+            max_concurrent_streams,
+            max_in_flight_batches,
         })
     }
 }
@@ -118,6 +153,52 @@ mod tests {
         let text = include_str!("../../deploy/collector.toml");
         let config = parse(text).expect("deploy/collector.toml is valid");
         assert_eq!(config.max_batch_items, DEFAULT_MAX_BATCH_ITEMS);
+        assert_eq!(config.max_database_bytes, None, "no cap by default");
+        let capped = parse(&text.replace("# max_database_bytes", "max_database_bytes"))
+            .expect("the commented max_database_bytes is valid once uncommented");
+        assert_eq!(capped.max_database_bytes, Some(10 * 1024 * 1024 * 1024));
+    }
+
+    #[test]
+    fn the_database_is_uncapped_unless_asked() {
+        let config = parse("data_dir = \"/x\"").expect("valid");
+        assert_eq!(config.max_database_bytes, None);
+        let config = parse("data_dir = \"/x\"\nmax_database_bytes = 1048576").expect("1 MiB");
+        assert_eq!(config.max_database_bytes, Some(1_048_576));
+    }
+
+    #[test]
+    fn a_database_cap_under_one_mib_names_its_key() {
+        let small = parse("data_dir = \"/x\"\nmax_database_bytes = 1048575").expect_err("small");
+        assert!(small.to_string().contains("max_database_bytes"), "{small}");
+        assert!(small.to_string().contains("1048576"), "{small}");
+        let negative = parse("data_dir = \"/x\"\nmax_database_bytes = -1").expect_err("negative");
+        assert!(
+            negative.to_string().contains("max_database_bytes"),
+            "{negative}"
+        );
+    }
+
+    #[test]
+    fn the_flag_wins_over_the_file() {
+        let file: FileConfig =
+            toml::from_str("data_dir = \"/x\"\nmax_database_bytes = 1048576").expect("toml");
+        let config = file
+            .validate(Overrides {
+                max_database_bytes: Some(2 * 1024 * 1024),
+                ..Overrides::default()
+            })
+            .expect("valid");
+        assert_eq!(config.max_database_bytes, Some(2 * 1024 * 1024));
+        let file: FileConfig =
+            toml::from_str("data_dir = \"/x\"\nmax_database_bytes = 4194304").expect("toml");
+        let small = file
+            .validate(Overrides {
+                max_database_bytes: Some(1000),
+                ..Overrides::default()
+            })
+            .expect_err("the flag is validated too");
+        assert!(small.to_string().contains("max_database_bytes"), "{small}");
     }
 
     #[test]

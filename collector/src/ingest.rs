@@ -18,12 +18,24 @@ use crate::store::{BatchToAppend, CertIdentity, ItemToAppend, Store};
 #[derive(Debug, Clone, Copy)]
 pub struct IngestLimits {
     pub max_batch_items: usize,
+    /// Report streams open at once; one more is answered `unavailable`.
+    pub max_concurrent_streams: usize,
+    /// Batches being validated and stored at once across all streams; one more is answered
+    /// `unavailable` (not acked), and the agent retries with backoff.
+    pub max_in_flight_batches: usize,
 }
+
+/// 20,000 open streams: ten thousand idle agents and room to spare.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 20_000;
+/// SQLite has one writer: more batches in flight than this only wait in memory.
+pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: usize = 256;
 
 #[derive(Debug)]
 pub struct EvidenceService {
     store: Arc<Store>,
     limits: IngestLimits,
+    streams: Arc<tokio::sync::Semaphore>,
+    in_flight: Arc<tokio::sync::Semaphore>,
     ca: Arc<crate::ca::CertificateAuthority>,
     agent_cert_lifetime: time::Duration,
 }
@@ -45,6 +57,8 @@ impl EvidenceService {
     ) -> Self {
         EvidenceService {
             store,
+            streams: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_streams)),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight_batches)),
             limits,
             ca,
             agent_cert_lifetime,
@@ -190,6 +204,7 @@ pub fn validate_batch(batch: v1::Batch, max_items: usize) -> Result<BatchToAppen
         signature: batch.signature,
         signature_algorithm: batch.signature_algorithm,
         items,
+        agent_clock_skew_ms: None,
     })
 }
 
@@ -200,7 +215,10 @@ async fn handle_batch(
     limits: IngestLimits,
 ) -> Result<v1::Ack, RpcError> {
     let batch_id = batch.batch_id;
-    let validated = validate_batch(batch, limits.max_batch_items)?;
+    let received_at = now_unix_ms();
+    let sent_at = batch.sent_at_unix_ms;
+    let mut validated = validate_batch(batch, limits.max_batch_items)?;
+    validated.agent_clock_skew_ms = (sent_at > 0).then(|| sent_at.saturating_sub(received_at));
     signature::verify_with_key(
         &sender.public_key,
         validated.signature_algorithm,
@@ -209,11 +227,10 @@ async fn handle_batch(
     )?;
     let store = store.clone();
     let identity = sender.identity.clone();
-    let appended = tokio::task::spawn_blocking(move || {
-        store.append_batch(&identity, &validated, now_unix_ms())
-    })
-    .await
-    .map_err(|e| RpcError::Internal(e.to_string()))??;
+    let appended =
+        tokio::task::spawn_blocking(move || store.append_batch(&identity, &validated, received_at))
+            .await
+            .map_err(|e| RpcError::Internal(e.to_string()))??;
     Ok(v1::Ack {
         batch_id,
         stored: appended.stored,
@@ -267,13 +284,25 @@ impl v1::evidence_server::Evidence for EvidenceService {
                 return Err(error.into());
             }
         };
+        let Ok(stream_permit) = self.streams.clone().try_acquire_owned() else {
+            warn!(
+                limit = self.limits.max_concurrent_streams,
+                "report stream refused: too many open streams"
+            );
+            return Err(Status::unavailable(format!(
+                "the collector is busy: {} report streams are open; retry later",
+                self.limits.max_concurrent_streams
+            )));
+        };
         let span = info_span!("report", agent = %sender.identity.agent_id);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
         let store = self.store.clone();
         let limits = self.limits;
+        let in_flight = self.in_flight.clone();
         tokio::spawn(
             async move {
+                let _stream_permit = stream_permit;
                 debug!("stream opened");
                 loop {
                     let message = match inbound.message().await {
@@ -292,6 +321,16 @@ impl v1::evidence_server::Evidence for EvidenceService {
                         break;
                     };
                     let batch_id = batch.batch_id;
+                    let Ok(_batch_permit) = in_flight.clone().try_acquire_owned() else {
+                        warn!(batch_id, limit = limits.max_in_flight_batches, "batch refused: too many in flight");
+                        let _ = tx
+                            .send(Err(Status::unavailable(format!(
+                                "the collector is busy: {} batches are being stored; retry later",
+                                limits.max_in_flight_batches
+                            ))))
+                            .await;
+                        break;
+                    };
                     match handle_batch(&store, &sender, batch, limits).await {
                         Ok(ack) => {
                             info!(batch_id, stored = ack.stored, duplicates = ack.duplicates, "batch stored");
@@ -338,6 +377,7 @@ mod tests {
             items: v1::ItemList { items }.encode_to_vec(),
             signature: vec![1],
             signature_algorithm: v1::SignatureAlgorithm::EcdsaP256Sha256 as i32,
+            sent_at_unix_ms: 1_700_000_000_000,
         }
     }
 

@@ -14,6 +14,8 @@ pub struct EvidenceRecord {
     pub check: Option<CheckKind>,
     pub observed_at: String,
     pub received_at: String,
+    /// The agent's clock minus the collector's when the item arrived (positive: ahead).
+    pub agent_clock_skew_ms: Option<i64>,
     pub hash: String,
     pub prev_hash: String,
     /// The facts, or `None` when the stored item cannot be decoded (`verify` says why).
@@ -45,6 +47,7 @@ pub fn list_evidence(
             check: CheckKind::from_number(row.check_kind),
             observed_at: format_unix_ms(row.observed_at_ms),
             received_at: format_unix_ms(row.received_at_ms),
+            agent_clock_skew_ms: row.agent_clock_skew_ms,
             hash: hex::encode(&row.hash),
             prev_hash: hex::encode(&row.prev_hash),
             item,

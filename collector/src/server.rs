@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub max_message_bytes: usize,
     /// Cap on the evidence database (`max_database_bytes`); `None` for no cap.
     pub max_database_bytes: Option<u64>,
+    pub max_concurrent_streams: usize,
+    pub max_in_flight_batches: usize,
 }
 
 /// Paths inside a data directory.
@@ -97,6 +99,8 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         store,
         IngestLimits {
             max_batch_items: config.max_batch_items,
+            max_concurrent_streams: config.max_concurrent_streams,
+            max_in_flight_batches: config.max_in_flight_batches,
         },
         ca.clone(),
         lifetime,

@@ -4,6 +4,8 @@
 //! The binaries are found next to the test executable's directory (`target/<profile>/`); build
 //! them first with `cargo build --workspace --bins` (scripts/test does).
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -83,6 +85,11 @@ impl Collector {
     }
 
     pub fn start_on(data_dir: &Path, listen: &str) -> Collector {
+        Collector::start_with(data_dir, listen, &[])
+    }
+
+    /// Like `start_on`, with more `serve` arguments (e.g. `--max-database-bytes N`).
+    pub fn start_with(data_dir: &Path, listen: &str, extra_args: &[&str]) -> Collector {
         let addr_file = data_dir.join("grpc.addr");
         let _ = std::fs::remove_file(&addr_file);
         std::fs::create_dir_all(data_dir).expect("create data dir");
@@ -96,6 +103,7 @@ impl Collector {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--grpc-listen", listen])
+            .args(extra_args)
             .env("RUST_LOG", "info,evident_collector=debug")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

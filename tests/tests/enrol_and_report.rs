@@ -39,6 +39,10 @@ fn enrol_and_run_once_delivers_inventory_that_evidence_list_shows() {
     assert_eq!(item["agent_id"], agent_id.as_str());
     assert_eq!(item["sequence"], 1);
     assert_eq!(item["check"], "inventory");
+    // Agent and collector share this machine's clock: the measured skew is small (the bound
+    // only catches a wrong sign or unit, not a timing).
+    let skew = item["agent_clock_skew_ms"].as_i64().expect("skew measured");
+    assert!(skew.abs() < 600_000, "skew {skew} ms");
     let facts = &item["item"]["outcome"]["inventory"];
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
     assert_eq!(facts["hostname"], hostname.trim());

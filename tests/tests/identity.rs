@@ -394,3 +394,81 @@ async fn a_jump_in_sequence_is_refused_unless_a_gap_record_accounts_for_it() {
     assert_eq!(stored[0]["check"], "gap");
     collector.admin(&["verify"]).expect_ok("verify");
 }
+
+#[tokio::test]
+async fn a_collector_at_its_stream_limit_answers_busy_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = tmp.path().join("collector.toml");
+    std::fs::write(&config, "max_concurrent_streams = 1\n").expect("write config");
+    let collector = Collector::start_with(
+        &tmp.path().join("collector"),
+        "127.0.0.1:0",
+        &["--config", config.to_str().expect("path")],
+    );
+    let holder = Agent::new(&tmp.path().join("holder"));
+    holder.enroll_with(&collector);
+    let agent = Agent::new(&tmp.path().join("agent"));
+    let agent_id = agent.enroll_with(&collector);
+
+    // One stream held open takes the only place.
+    let creds = credentials(&holder);
+    let channel = tls::connect(
+        &CollectorUrl::parse(&collector.url()).expect("url"),
+        mutual(&creds, collector_ca(&collector)),
+    )
+    .await
+    .expect("connect");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let (requests, receiver) = tokio::sync::mpsc::channel::<ForgedReportRequest>(1);
+    let codec = tonic_prost::ProstCodec::<_, v1::ReportResponse>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/evident.v1.Evidence/Report");
+    let held = grpc
+        .streaming(
+            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver)),
+            path,
+            codec,
+        )
+        .await
+        .expect("the first stream opens");
+
+    let busy = tokio::task::spawn_blocking({
+        let agent = agent.clone();
+        move || agent.run_once()
+    })
+    .await
+    .expect("join");
+    assert!(!busy.ok(), "{busy:?}");
+    assert!(
+        busy.stderr
+            .contains("the collector is busy: 1 report streams are open"),
+        "{busy:?}"
+    );
+    assert_eq!(agent.spool_files().len(), 1, "kept for the next attempt");
+
+    drop(requests);
+    drop(held);
+    let mut delivered = None;
+    for _ in 0..20 {
+        let run = tokio::task::spawn_blocking({
+            let agent = agent.clone();
+            move || agent.run_once()
+        })
+        .await
+        .expect("join");
+        if run.ok() {
+            delivered = Some(run);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(delivered.is_some(), "the place came free");
+    assert!(agent.spool_files().is_empty());
+    let sequences: Vec<u64> = collector
+        .evidence(Some(&agent_id))
+        .iter()
+        .map(|e| e["sequence"].as_u64().expect("sequence"))
+        .collect();
+    let expected: Vec<u64> = (1..=sequences.len() as u64).collect();
+    assert_eq!(sequences, expected, "nothing lost, nothing doubled");
+}

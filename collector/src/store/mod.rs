@@ -18,6 +18,7 @@ use crate::model::{CheckKind, HostFacts};
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_evidence_pipe.sql")),
     M::up(include_str!("migrations/0002_agent_revocation.sql")),
+    M::up(include_str!("migrations/0003_clock_skew.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +161,8 @@ pub struct BatchToAppend {
     pub signature: Vec<u8>,
     pub signature_algorithm: i32,
     pub items: Vec<ItemToAppend>,
+    /// The agent's clock minus the collector's at receipt, when the agent sent its time.
+    pub agent_clock_skew_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +183,8 @@ pub struct StoredEvidence {
     pub received_at_ms: i64,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    /// The agent's clock minus the collector's when its batch arrived.
+    pub agent_clock_skew_ms: Option<i64>,
 }
 
 /// An enrolled agent, for `agent list`.
@@ -498,15 +503,17 @@ impl Store {
         }
         if !new_items.is_empty() {
             tx.execute(
-                "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, signature, signature_algorithm)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, signature,
+                                      signature_algorithm, agent_clock_skew_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     agent_id,
                     identity.certificate_id,
                     now_ms,
                     batch.items_bytes,
                     batch.signature,
-                    batch.signature_algorithm
+                    batch.signature_algorithm,
+                    batch.agent_clock_skew_ms
                 ],
             )?;
             let batch_id = tx.last_insert_rowid();
@@ -616,9 +623,10 @@ impl Store {
         let conn = self.conn();
         let reader = BatchReader { conn: &conn };
         let mut stmt = conn.prepare(
-            "SELECT agent_id, sequence, batch_id, item_index, check_kind, observed_at_ms,
-                    received_at_ms, prev_hash, hash
-             FROM evidence WHERE (?1 IS NULL OR agent_id = ?1) ORDER BY agent_id, sequence",
+            "SELECT e.agent_id, e.sequence, e.batch_id, e.item_index, e.check_kind,
+                    e.observed_at_ms, e.received_at_ms, e.prev_hash, e.hash, b.agent_clock_skew_ms
+             FROM evidence e JOIN batches b ON b.id = e.batch_id
+             WHERE (?1 IS NULL OR e.agent_id = ?1) ORDER BY e.agent_id, e.sequence",
         )?;
         let mut rows = stmt.query([agent_id])?;
         while let Some(r) = rows.next()? {
@@ -632,6 +640,7 @@ impl Store {
                 received_at_ms: r.get(6)?,
                 prev_hash: r.get(7)?,
                 hash: r.get(8)?,
+                agent_clock_skew_ms: r.get(9)?,
             };
             if !visit(row, &reader)? {
                 break;
@@ -711,5 +720,59 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+    }
+
+    #[test]
+    fn a_full_database_refuses_the_write_names_the_cause_and_keeps_working() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
+        let limit = store.limit_size(1024 * 1024).expect("cap");
+        assert_eq!(limit.max_bytes(), 1024 * 1024);
+        assert!(limit.used_pages < limit.max_pages);
+        // Ballast up to 32 KiB below the cap, so that a few tokens fill the rest.
+        store
+            .conn()
+            .execute_batch(&format!(
+                "CREATE TABLE ballast (b BLOB); INSERT INTO ballast VALUES (zeroblob({}))",
+                limit.max_bytes() - limit.used_bytes() - 32 * 1024
+            ))
+            .expect("ballast");
+        let hash = |i: u32| ring::digest::digest(&ring::digest::SHA256, &i.to_be_bytes());
+        let mut stored = 0;
+        let error = loop {
+            match store.create_token(hash(stored).as_ref(), 0, 1, 1) {
+                Ok(_) => stored += 1,
+                Err(error) => break error,
+            }
+            assert!(stored < 100_000, "the cap never took effect");
+        };
+        assert!(matches!(error, StoreError::Full(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("storage is full"), "{message}");
+        assert!(message.contains("max_database_bytes"), "{message}");
+        let count: u32 = store
+            .conn()
+            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
+            .expect("reads still work");
+        assert_eq!(count, stored, "the refused write left nothing behind");
+        let check: String = store
+            .conn()
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity check");
+        assert_eq!(check, "ok");
+
+        // Space returns: a larger cap lets writes through again.
+        store.limit_size(2 * 1024 * 1024).expect("raise the cap");
+        store
+            .create_token(hash(stored).as_ref(), 0, 1, 1)
+            .expect("a write fits again");
+    }
+
+    #[test]
+    fn the_cap_is_never_below_what_is_stored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
+        let limit = store.limit_size(1).expect("cap");
+        assert_eq!(limit.max_pages, limit.used_pages, "{limit:?}");
     }
 }

@@ -97,6 +97,10 @@ pub struct Batch {
     pub signature: ::prost::alloc::vec::Vec<u8>,
     #[prost(enumeration = "SignatureAlgorithm", tag = "4")]
     pub signature_algorithm: i32,
+    /// The agent's clock when it sent the batch (not signed: only for measuring the skew between
+    /// the agent's and the collector's clocks, which the collector stores with the batch).
+    #[prost(int64, tag = "5")]
+    pub sent_at_unix_ms: i64,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ItemList {
