@@ -31,12 +31,6 @@ pub fn sign_batch(key: &KeyPair, items: &[u8]) -> anyhow::Result<Vec<u8>> {
         .context("sign batch")
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The error for a refused batch. A refusal that no resend can cure (the batch is malformed,
 /// its signature fails, its sequences conflict) quarantines the batch and queues a gap record
 /// in its place, so that delivery goes on; anything else (unavailable, revoked) leaves it in
@@ -69,7 +63,7 @@ fn refused(spool: &Spool, batch: &SpooledBatch, status: &tonic::Status) -> anyho
     match spool.quarantine(
         batch,
         &format!("refused by the collector: {}", status.message()),
-        now_ms(),
+        crate::checks::now_unix_ms(),
     ) {
         Ok(gap) => {
             error!(
@@ -111,7 +105,11 @@ pub async fn deliver(credentials: &Credentials, spool: &Spool) -> anyhow::Result
     while let Some(batch) = spool.pending()?.into_iter().next() {
         let items = spool.read(&batch)?;
         if crate::convert::spooled_contents(&items).is_none() {
-            let gap = spool.quarantine(&batch, "spool file corrupt (not an ItemList)", now_ms())?;
+            let gap = spool.quarantine(
+                &batch,
+                "spool file corrupt (not an ItemList)",
+                crate::checks::now_unix_ms(),
+            )?;
             error!(
                 first = batch.first_sequence,
                 last = batch.last_sequence,
@@ -128,7 +126,7 @@ pub async fn deliver(credentials: &Credentials, spool: &Spool) -> anyhow::Result
                 items,
                 signature,
                 signature_algorithm: v1::SignatureAlgorithm::EcdsaP256Sha256 as i32,
-                sent_at_unix_ms: now_ms(),
+                sent_at_unix_ms: crate::checks::now_unix_ms(),
             })),
         };
         tx.send(request)

@@ -53,8 +53,8 @@ pub fn spool_observations(
 /// Renews the certificate when half its lifetime has passed; a failure is retried next cycle
 /// (the old certificate still works until it expires).
 async fn renew_if_due(state: &StateDir, credentials: &mut crate::state::Credentials) {
-    let due =
-        crate::renew::Validity::of(credentials.cert.as_ref()).map(|v| v.renewal_due(now_ms()));
+    let due = crate::renew::Validity::of(credentials.cert.as_ref())
+        .map(|v| v.renewal_due(crate::checks::now_unix_ms()));
     match due {
         Ok(false) => {}
         Ok(true) => match crate::renew::renew(state, credentials).await {
@@ -69,15 +69,9 @@ async fn renew_if_due(state: &StateDir, credentials: &mut crate::state::Credenti
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Keeps the spool within its bound, recording what had to go as a gap.
 fn bound_spool(spool: &Spool, max_bytes: u64) {
-    match spool.enforce_bound(max_bytes, now_ms()) {
+    match spool.enforce_bound(max_bytes, crate::checks::now_unix_ms()) {
         Ok(None) => {}
         Ok(Some(gap)) => warn!(
             first = gap.from_sequence,

@@ -181,6 +181,14 @@ impl Collector {
         serde_json::from_str(&out.stdout).expect("evidence list prints JSON")
     }
 
+    /// The sequences stored for `agent_id`, in order.
+    pub fn sequences(&self, agent_id: &str) -> Vec<u64> {
+        self.evidence(Some(agent_id))
+            .iter()
+            .map(|e| e["sequence"].as_u64().expect("sequence"))
+            .collect()
+    }
+
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("collector.db")
     }
@@ -255,6 +263,16 @@ impl Agent {
             &binary("evident-agent"),
             &["run", "--once", "--state-dir", self.dir()],
         )
+    }
+
+    /// The last sequence number the agent reserved (its durable counter): every item it ever
+    /// numbered is `1..=last_sequence()`.
+    pub fn last_sequence(&self) -> u64 {
+        std::fs::read_to_string(self.state_dir.join("sequence"))
+            .expect("sequence file")
+            .trim()
+            .parse()
+            .expect("a number")
     }
 
     pub fn spool_files(&self) -> Vec<PathBuf> {

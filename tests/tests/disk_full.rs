@@ -11,23 +11,6 @@ use rusqlite::{Connection, OpenFlags};
 /// The smallest cap the collector accepts.
 const CAP_BYTES: u64 = 1024 * 1024;
 
-/// The last sequence number the agent reserved (its durable counter).
-fn last_sequence(agent: &Agent) -> u64 {
-    std::fs::read_to_string(agent.state_dir.join("sequence"))
-        .expect("sequence file")
-        .trim()
-        .parse()
-        .expect("a number")
-}
-
-fn stored_sequences(collector: &Collector, agent_id: &str) -> Vec<u64> {
-    collector
-        .evidence(Some(agent_id))
-        .iter()
-        .map(|e| e["sequence"].as_u64().expect("sequence"))
-        .collect()
-}
-
 /// `(first, last)` sequences of each batch waiting in the agent's spool.
 fn spooled(agent: &Agent) -> Vec<(u64, u64)> {
     agent
@@ -135,7 +118,7 @@ fn a_full_database_acks_nothing_stays_sound_and_delivery_resumes_when_space_retu
 
     // Nothing was acked that was not committed: everything stored is contiguous, and the
     // refused batch is still in the spool, right after it.
-    let stored = stored_sequences(&collector, &agent_id);
+    let stored = collector.sequences(&agent_id);
     let stored_last = stored.len() as u64;
     assert_eq!(stored, (1..=stored_last).collect::<Vec<_>>());
     let waiting = spooled(&agent);
@@ -146,7 +129,7 @@ fn a_full_database_acks_nothing_stays_sound_and_delivery_resumes_when_space_retu
     );
     assert_eq!(
         waiting.last().map(|(_, last)| *last),
-        Some(last_sequence(&agent))
+        Some(agent.last_sequence())
     );
     assert!(
         !agent.state_dir.join("spool/quarantine").exists(),
@@ -159,10 +142,7 @@ fn a_full_database_acks_nothing_stays_sound_and_delivery_resumes_when_space_retu
         again.code == Some(2) && again.stderr.contains("collector storage is full"),
         "the collector keeps serving and refusing: {again:#?}"
     );
-    assert_eq!(
-        stored_sequences(&collector, &agent_id).len() as u64,
-        stored_last
-    );
+    assert_eq!(collector.sequences(&agent_id).len() as u64, stored_last);
     assert_eq!(integrity(&collector.database()), "ok");
     collector
         .admin(&["verify"])
@@ -175,8 +155,8 @@ fn a_full_database_acks_nothing_stays_sound_and_delivery_resumes_when_space_retu
     agent.run_once().expect_ok("delivery after space returns");
     assert!(agent.spool_files().is_empty(), "the spool is emptied");
     assert_eq!(
-        stored_sequences(&collector, &agent_id),
-        (1..=last_sequence(&agent)).collect::<Vec<_>>(),
+        collector.sequences(&agent_id),
+        (1..=agent.last_sequence()).collect::<Vec<_>>(),
         "every item exactly once, in order"
     );
     assert!(

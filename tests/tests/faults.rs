@@ -17,15 +17,6 @@ fn random_ms(min_ms: u64, max_ms: u64) -> Duration {
     Duration::from_millis(min_ms + u64::from_le_bytes(bytes) % (max_ms - min_ms))
 }
 
-/// The last sequence number the agent reserved (its durable counter).
-fn last_sequence(agent: &Agent) -> u64 {
-    std::fs::read_to_string(agent.state_dir.join("sequence"))
-        .expect("sequence file")
-        .trim()
-        .parse()
-        .expect("a number")
-}
-
 #[test]
 fn twenty_hard_kills_during_delivery_lose_and_double_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -80,7 +71,7 @@ fn twenty_hard_kills_during_delivery_lose_and_double_nothing() {
             .iter()
             .map(|e| e["sequence"].as_u64().expect("sequence"))
             .collect();
-        let expected: Vec<u64> = (1..=last_sequence(agent)).collect();
+        let expected: Vec<u64> = (1..=agent.last_sequence()).collect();
         assert_eq!(stored, expected, "{id}: every item exactly once, in order");
         assert!(
             collector

@@ -124,15 +124,6 @@ fn spooled(agent: &Agent) -> Vec<PathBuf> {
         .collect()
 }
 
-/// The last sequence number the agent reserved (its durable counter).
-fn last_sequence(agent: &Agent) -> u64 {
-    std::fs::read_to_string(agent.state_dir.join("sequence"))
-        .expect("sequence file")
-        .trim()
-        .parse()
-        .expect("a number")
-}
-
 fn random_below(bound: u64) -> u64 {
     let mut bytes = [0u8; 8];
     ring::rand::SystemRandom::new()
@@ -165,7 +156,7 @@ fn assert_exactly_once(collector: &Collector, agent: &Agent, id: &str) {
         .iter()
         .map(|e| e["sequence"].as_u64().expect("sequence"))
         .collect();
-    let expected: Vec<u64> = (1..=last_sequence(agent)).collect();
+    let expected: Vec<u64> = (1..=agent.last_sequence()).collect();
     assert_eq!(stored, expected, "every item exactly once, in order");
     assert!(
         evidence.iter().all(|e| e["check"] != "gap"),
@@ -216,7 +207,7 @@ fn a_link_that_drops_then_stalls_delays_evidence_but_loses_and_doubles_none() {
         Some(0),
         "delivery after the outage: {delivered:#?}"
     );
-    assert_eq!(last_sequence(&agent), 5 * ITEMS_PER_CYCLE as u64);
+    assert_eq!(agent.last_sequence(), 5 * ITEMS_PER_CYCLE as u64);
     assert_exactly_once(&collector, &agent, &id);
 }
 
@@ -306,7 +297,7 @@ fn deliver_after_fault(
         "delivery after the faults: {delivered:#?}"
     );
     eprintln!("{}", delivered.stdout.trim());
-    assert_eq!(last_sequence(agent), (cycles * ITEMS_PER_CYCLE) as u64);
+    assert_eq!(agent.last_sequence(), (cycles * ITEMS_PER_CYCLE) as u64);
     assert_exactly_once(collector, agent, id);
 }
 

@@ -213,6 +213,7 @@ pub(crate) fn first_lines(text: &str, n: usize) -> String {
     lines.join(" / ")
 }
 
+/// Milliseconds since the Unix epoch, now (the agent's clock).
 pub(crate) fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
