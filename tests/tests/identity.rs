@@ -262,16 +262,18 @@ async fn a_malformed_batch_is_refused_with_the_reason_and_nothing_is_lost() {
     collector.admin(&["verify"]).expect_ok("verify");
 }
 
-#[tokio::test]
-async fn a_revocation_refuses_the_next_batch_of_a_stream_already_open() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let collector = Collector::start(&tmp.path().join("collector"));
-    let agent = Agent::new(&tmp.path().join("agent"));
-    let agent_id = agent.enroll_with(&collector);
-    let creds = credentials(&agent);
+/// Opens a Report stream as `agent` and keeps it open: batches go in through the sender,
+/// answers come out of the stream.
+async fn open_stream(
+    collector: &Collector,
+    agent: &Agent,
+) -> (
+    tokio::sync::mpsc::Sender<ForgedReportRequest>,
+    tonic::Streaming<v1::ReportResponse>,
+) {
     let channel = tls::connect(
         &CollectorUrl::parse(&collector.url()).expect("url"),
-        mutual(&creds, collector_ca(&collector)),
+        mutual(&credentials(agent), collector_ca(collector)),
     )
     .await
     .expect("connect");
@@ -280,7 +282,7 @@ async fn a_revocation_refuses_the_next_batch_of_a_stream_already_open() {
     let (requests, receiver) = tokio::sync::mpsc::channel::<ForgedReportRequest>(4);
     let codec = tonic_prost::ProstCodec::<_, v1::ReportResponse>::default();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/evident.v1.Evidence/Report");
-    let mut responses = grpc
+    let responses = grpc
         .streaming(
             tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver)),
             path,
@@ -289,6 +291,17 @@ async fn a_revocation_refuses_the_next_batch_of_a_stream_already_open() {
         .await
         .expect("stream opens")
         .into_inner();
+    (requests, responses)
+}
+
+#[tokio::test]
+async fn a_revocation_refuses_the_next_batch_of_a_stream_already_open() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let collector = Collector::start(&tmp.path().join("collector"));
+    let agent = Agent::new(&tmp.path().join("agent"));
+    let agent_id = agent.enroll_with(&collector);
+    let creds = credentials(&agent);
+    let (requests, mut responses) = open_stream(&collector, &agent).await;
 
     requests
         .send(signed(&creds.key_pem, 1, forged_items(1, "host-1", ""), ""))
@@ -411,26 +424,7 @@ async fn a_collector_at_its_stream_limit_answers_busy_and_nothing_is_lost() {
     let agent_id = agent.enroll_with(&collector);
 
     // One stream held open takes the only place.
-    let creds = credentials(&holder);
-    let channel = tls::connect(
-        &CollectorUrl::parse(&collector.url()).expect("url"),
-        mutual(&creds, collector_ca(&collector)),
-    )
-    .await
-    .expect("connect");
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready().await.expect("ready");
-    let (requests, receiver) = tokio::sync::mpsc::channel::<ForgedReportRequest>(1);
-    let codec = tonic_prost::ProstCodec::<_, v1::ReportResponse>::default();
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/evident.v1.Evidence/Report");
-    let held = grpc
-        .streaming(
-            tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver)),
-            path,
-            codec,
-        )
-        .await
-        .expect("the first stream opens");
+    let (requests, held) = open_stream(&collector, &holder).await;
 
     let busy = tokio::task::spawn_blocking({
         let agent = agent.clone();
