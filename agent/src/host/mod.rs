@@ -367,5 +367,25 @@ pub(crate) fn mirror_path(path: &str) -> Option<PathBuf> {
     }
 }
 
+/// A copy of a recording in a temporary directory, so that a test can change one answer.
+#[cfg(test)]
+pub(crate) fn copy_recording(from: &Path) -> tempfile::TempDir {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), target).expect("copy");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy(from, dir.path());
+    dir
+}
+
 #[cfg(test)]
 mod tests;

@@ -976,25 +976,11 @@ mod tests {
     /// A copy of the no-FDA recording with `tmutil destinationinfo -X` answering `stdout` and
     /// `stderr` instead.
     fn no_fda_variant(stdout: &str, stderr: &str) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        copy_dir(&testdata("replay-macos-time-machine-no-fda"), dir.path());
+        let dir = crate::host::copy_recording(&testdata("replay-macos-time-machine-no-fda"));
         let commands = dir.path().join("commands");
         std::fs::write(commands.join("0001.stdout"), stdout).expect("write");
         std::fs::write(commands.join("0001.stderr"), stderr).expect("write");
         dir
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for entry in std::fs::read_dir(from).expect("read dir") {
-            let entry = entry.expect("entry");
-            let target = to.join(entry.file_name());
-            if entry.file_type().expect("type").is_dir() {
-                copy_dir(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), &target).expect("copy");
-            }
-        }
     }
 
     #[tokio::test]

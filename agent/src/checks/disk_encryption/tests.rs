@@ -175,20 +175,10 @@ fn the_summary_follows_the_volumes() {
 
 #[tokio::test]
 async fn what_could_not_be_read_never_yields_a_clean_summary() {
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = crate::host::copy_recording(&testdata("replay-linux-luks2-lvm-laptop"));
     let dir = tmp.path();
-    let from = testdata("replay-linux-luks2-lvm-laptop");
-    std::fs::create_dir_all(dir.join("commands")).expect("mkdir");
-    std::fs::copy(from.join("host.toml"), dir.join("host.toml")).expect("copy");
-    for entry in std::fs::read_dir(from.join("commands")).expect("commands") {
-        let path = entry.expect("entry").path();
-        std::fs::copy(
-            &path,
-            dir.join("commands").join(path.file_name().expect("name")),
-        )
-        .expect("copy");
-    }
     // No /proc/swaps in this copy, and ZFS is installed but its module is not loaded.
+    std::fs::remove_file(dir.join("files/proc/swaps")).expect("remove");
     for entry in std::fs::read_dir(dir.join("commands")).expect("commands") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).unwrap_or_default();

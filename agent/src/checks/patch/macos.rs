@@ -884,8 +884,7 @@ mod tests {
     /// A copy of the Sonoma recording with `softwareupdate` answering `stderr` instead, and
     /// without the files named in `drop`.
     fn sonoma_variant(stderr: &str, stdout: &str, drop: &[&str]) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().expect("temp dir");
-        copy_dir(&testdata("replay-macos-sonoma"), dir.path());
+        let dir = crate::host::copy_recording(&testdata("replay-macos-sonoma"));
         let commands = dir.path().join("commands");
         std::fs::write(commands.join("0001.stderr"), stderr).expect("write");
         std::fs::write(commands.join("0001.stdout"), stdout).expect("write");
@@ -893,19 +892,6 @@ mod tests {
             std::fs::remove_file(dir.path().join("files").join(path)).expect("remove");
         }
         dir
-    }
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for entry in std::fs::read_dir(from).expect("read dir") {
-            let entry = entry.expect("entry");
-            let target = to.join(entry.file_name());
-            if entry.file_type().expect("type").is_dir() {
-                copy_dir(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), &target).expect("copy");
-            }
-        }
     }
 
     #[tokio::test]

@@ -119,21 +119,7 @@ async fn ubuntu_laptop_with_held_phased_and_security_updates_and_a_pending_reboo
 
 /// Copies a replay directory so that a test can break one of its sources.
 fn copy_replay(name: &str) -> tempfile::TempDir {
-    fn copy(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for entry in std::fs::read_dir(from).expect("read dir") {
-            let entry = entry.expect("entry");
-            let target = to.join(entry.file_name());
-            if entry.file_type().expect("type").is_dir() {
-                copy(&entry.path(), &target);
-            } else {
-                std::fs::copy(entry.path(), target).expect("copy");
-            }
-        }
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    copy(&testdata(name), dir.path());
-    dir
+    crate::host::copy_recording(&testdata(name))
 }
 
 /// Replaces the recorded outcome of the command whose argv starts with `program` and `arg`.
