@@ -66,6 +66,10 @@ pub struct RunCli {
     /// One cycle: run the checks, deliver, exit (non-zero if delivery failed).
     #[arg(long)]
     pub once: bool,
+    /// Observe a recorded host (see docs/record-replay.md) instead of this machine: for
+    /// reproducing a support case or testing a policy end to end.
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -104,7 +108,9 @@ impl RunCli {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        file.validate(self.state_dir)
+        let mut config = file.validate(self.state_dir)?;
+        config.replay = self.replay;
+        Ok(config)
     }
 }
 
@@ -117,9 +123,17 @@ pub async fn check(args: CheckCli) -> anyhow::Result<()> {
     };
     // Without a state directory nothing is remembered: integrity checks and restore tests of
     // the configured repositories run now.
+    let file = match &args.config {
+        Some(path) => Some(FileConfig::load(path)?),
+        None => None,
+    };
     let mut context = checks::Context {
-        backup_sources: match &args.config {
-            Some(path) => FileConfig::load(path)?.backup_sources()?,
+        tags: match &file {
+            Some(file) => file.tags()?,
+            None => Vec::new(),
+        },
+        backup_sources: match &file {
+            Some(file) => file.backup_sources()?,
             None => Vec::new(),
         },
         backup_memory: Default::default(),

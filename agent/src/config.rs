@@ -27,6 +27,8 @@ pub struct FileConfig {
     /// The most bytes the spool of undelivered evidence may hold; beyond, the oldest is dropped
     /// and a gap record says so.
     pub max_spool_bytes: Option<u64>,
+    /// Labels for this host that the collector's policy can scope rules to, e.g. "laptop".
+    pub tags: Option<Vec<String>>,
     /// The backup repositories and jobs to report on (see `checks::backup::config`).
     pub backup: Option<BackupFile>,
 }
@@ -43,6 +45,9 @@ pub struct RunConfig {
     pub max_batch_items: usize,
     pub max_spool_bytes: u64,
     pub backup_sources: Vec<Declared>,
+    pub tags: Vec<String>,
+    /// A recorded host to observe instead of this machine (`run --replay`).
+    pub replay: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -60,8 +65,28 @@ impl FileConfig {
         }
     }
 
+    /// The validated `tags`: 1 to 64 letters, digits, '-', '_' or '.', at most 32 of them.
+    pub fn tags(&self) -> anyhow::Result<Vec<String>> {
+        let tags = self.tags.clone().unwrap_or_default();
+        if tags.len() > 32 {
+            bail!("tags has {} entries: at most 32 are allowed", tags.len());
+        }
+        for tag in &tags {
+            let valid = !tag.is_empty()
+                && tag.len() <= 64
+                && tag
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                bail!("tags: {tag:?} is not a tag: use 1 to 64 letters, digits, '-', '_' or '.'");
+            }
+        }
+        Ok(tags)
+    }
+
     pub fn validate(self, state_dir: Option<PathBuf>) -> anyhow::Result<RunConfig> {
         let backup_sources = self.backup_sources()?;
+        let tags = self.tags()?;
         let state_dir = state_dir.or(self.state_dir).context(
             "no state directory: pass --state-dir DIR or set state_dir in the config file",
         )?;
@@ -92,6 +117,8 @@ impl FileConfig {
             );
         }
         Ok(RunConfig {
+            replay: None,
+            tags,
             max_spool_bytes,
             backup_sources,
             state_dir,
@@ -127,6 +154,8 @@ mod tests {
         let jitter =
             parse("state_dir = \"/x\"\ninterval_secs = 60\njitter_secs = 61").expect_err("jitter");
         assert!(jitter.to_string().contains("jitter_secs"), "{jitter}");
+        let tag = parse("state_dir = \"/x\"\ntags = [\"a b\"]").expect_err("tag");
+        assert!(tag.to_string().contains("tags"), "{tag}");
         let wrong_type = parse("state_dir = 5").expect_err("type");
         assert!(wrong_type.to_string().contains("state_dir"), "{wrong_type}");
         assert!(

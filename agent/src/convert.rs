@@ -55,6 +55,7 @@ fn inventory(f: &InventoryFacts) -> v1::InventoryFacts {
         boot_time_unix_ms: f.boot_time_unix_ms,
         agent_version: f.agent_version.clone(),
         unreadable: unreadable(&f.unreadable),
+        tags: f.tags.clone(),
     }
 }
 

@@ -103,8 +103,13 @@ pub async fn run(
     let mut credentials = state.credentials()?;
     let spool = Spool::open(&state.spool_dir())?;
     let mut sequencer = Sequencer::open(state.sequence_file(), &spool)?;
-    let host = Host::live().with_command_timeout(config.command_timeout);
+    let host = match &config.replay {
+        Some(dir) => Host::replay(dir)?,
+        None => Host::live(),
+    }
+    .with_command_timeout(config.command_timeout);
     let mut context = checks::Context {
+        tags: config.tags.clone(),
         backup_sources: config.backup_sources.clone(),
         backup_memory: state.load_backup_memory(),
     };

@@ -31,6 +31,13 @@ pub struct FileConfig {
     pub max_concurrent_streams: Option<usize>,
     /// Batches being stored at once (default 256); one more is answered `unavailable`.
     pub max_in_flight_batches: Option<usize>,
+    /// The policy (see docs/policy.md); the built-in default when absent. Re-read on every
+    /// evaluation tick and on SIGHUP; a file that does not validate is refused and the policy
+    /// in force stays.
+    pub policy_file: Option<PathBuf>,
+    /// Seconds between evaluations of every host (default 300), for ages and silence; new
+    /// evidence is judged as it arrives.
+    pub evaluation_interval_secs: Option<u64>,
 }
 
 /// Values given on the command line; they win over the file.
@@ -40,7 +47,12 @@ pub struct Overrides {
     pub grpc_listen: Option<String>,
     pub server_names: Vec<String>,
     pub max_database_bytes: Option<u64>,
+    pub policy_file: Option<PathBuf>,
+    pub evaluation_interval_secs: Option<u64>,
 }
+
+/// Seconds between evaluations of every host, by default.
+pub const DEFAULT_EVALUATION_INTERVAL_SECS: u64 = 300;
 
 impl FileConfig {
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
@@ -125,7 +137,19 @@ impl FileConfig {
                 "max_in_flight_batches is {max_in_flight_batches}: it must be between 1 and 100000"
             );
         }
+        let evaluation_interval_secs = overrides
+            .evaluation_interval_secs
+            .or(self.evaluation_interval_secs)
+            .unwrap_or(DEFAULT_EVALUATION_INTERVAL_SECS);
+        if !(1..=86_400).contains(&evaluation_interval_secs) {
+            bail!(
+                "evaluation_interval_secs is {evaluation_interval_secs}: it must be between 1 and 86400"
+            );
+        }
+        let policy_file = overrides.policy_file.or(self.policy_file);
         Ok(ServeConfig {
+            policy_file,
+            evaluation_interval: Duration::from_secs(evaluation_interval_secs),
             data_dir,
             grpc_listen,
             server_names,

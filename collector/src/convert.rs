@@ -174,6 +174,7 @@ fn inventory(f: v1::InventoryFacts) -> InventoryFacts {
         boot_time_unix_ms: f.boot_time_unix_ms,
         agent_version: f.agent_version,
         unreadable: unreadable(f.unreadable),
+        tags: f.tags,
     }
 }
 

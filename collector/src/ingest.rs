@@ -38,6 +38,8 @@ pub struct EvidenceService {
     in_flight: Arc<tokio::sync::Semaphore>,
     ca: Arc<crate::ca::CertificateAuthority>,
     agent_cert_lifetime: time::Duration,
+    /// Told of every agent whose new evidence committed, so the policy judges it promptly.
+    arrivals: Option<Arc<crate::evaluate::Arrivals>>,
 }
 
 /// The authenticated sender of a stream.
@@ -62,7 +64,14 @@ impl EvidenceService {
             limits,
             ca,
             agent_cert_lifetime,
+            arrivals: None,
         }
+    }
+
+    /// Reports each agent whose new evidence committed to `arrivals`.
+    pub fn with_arrivals(mut self, arrivals: Arc<crate::evaluate::Arrivals>) -> Self {
+        self.arrivals = Some(arrivals);
+        self
     }
 
     /// Certifies the calling agent's new key under the same agent id.
@@ -300,6 +309,7 @@ impl v1::evidence_server::Evidence for EvidenceService {
         let store = self.store.clone();
         let limits = self.limits;
         let in_flight = self.in_flight.clone();
+        let arrivals = self.arrivals.clone();
         tokio::spawn(
             async move {
                 let _stream_permit = stream_permit;
@@ -334,6 +344,11 @@ impl v1::evidence_server::Evidence for EvidenceService {
                     match handle_batch(&store, &sender, batch, limits).await {
                         Ok(ack) => {
                             info!(batch_id, stored = ack.stored, duplicates = ack.duplicates, "batch stored");
+                            if ack.stored > 0
+                                && let Some(arrivals) = &arrivals
+                            {
+                                arrivals.arrived(&sender.identity.agent_id);
+                            }
                             let response = v1::ReportResponse {
                                 kind: Some(v1::report_response::Kind::Ack(ack)),
                             };

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// What an evidence item is about. The numbers are the `evident.v1.CheckKind` values, which is
 /// also how the kind is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// Host identity and platform (ISO 27001:2022 A.5.9).
@@ -95,6 +95,8 @@ pub struct InventoryFacts {
     pub boot_time_unix_ms: Option<i64>,
     pub agent_version: String,
     pub unreadable: Vec<UnreadableFact>,
+    /// Declared by the deployment in the agent's config; rules can be scoped to them.
+    pub tags: Vec<String>,
 }
 
 /// Patch level of one host as its agent observed it (A.8.8).

@@ -40,6 +40,10 @@ pub struct ServeConfig {
     pub max_database_bytes: Option<u64>,
     pub max_concurrent_streams: usize,
     pub max_in_flight_batches: usize,
+    /// The policy file (`policy_file`); the built-in default when `None`.
+    pub policy_file: Option<PathBuf>,
+    /// How often every host is judged again, for ages and silence.
+    pub evaluation_interval: Duration,
 }
 
 /// Paths inside a data directory.
@@ -78,6 +82,22 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
             );
         }
     }
+    let policy_source = match &config.policy_file {
+        Some(path) => crate::evaluate::PolicySource::File(path.clone()),
+        None => crate::evaluate::PolicySource::BuiltIn,
+    };
+    let evaluator = Arc::new(crate::evaluate::starting_policy(
+        &store,
+        &policy_source,
+        crate::model::now_unix_ms(),
+    )?);
+    let arrivals = Arc::new(crate::evaluate::Arrivals::default());
+    let evaluation = tokio::spawn(crate::evaluate::run_loop(
+        evaluator,
+        arrivals.clone(),
+        policy_source,
+        config.evaluation_interval,
+    ));
     let identity = ca.issue_server_identity(&paths, &config.server_names)?;
     let tls = Arc::new(tls_config(&ca, identity)?);
 
@@ -104,7 +124,8 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         },
         ca.clone(),
         lifetime,
-    );
+    )
+    .with_arrivals(arrivals);
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -119,6 +140,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
         .await;
     accept.abort();
+    evaluation.abort();
     info!("collector stopped");
     result.context("serve gRPC")
 }

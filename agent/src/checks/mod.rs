@@ -126,6 +126,8 @@ impl std::fmt::Display for CheckError {
 /// remembers between cycles (when integrity checks and restore tests last ran).
 #[derive(Debug, Clone, Default)]
 pub struct Context {
+    /// Labels from the agent's config, reported with the inventory.
+    pub tags: Vec<String>,
     pub backup_sources: Vec<backup::Declared>,
     pub backup_memory: backup::BackupMemory,
 }
@@ -145,7 +147,10 @@ pub async fn run(kind: CheckKind, host: &Host, context: &mut Context) -> Observa
     let span = tracing::info_span!("check", check = %kind, os = %host.os_family());
     let outcome = async {
         let outcome = match kind {
-            CheckKind::Inventory => inventory::collect(host).await.map(Outcome::Inventory),
+            CheckKind::Inventory => inventory::collect(host).await.map(|mut facts| {
+                facts.tags = context.tags.clone();
+                Outcome::Inventory(facts)
+            }),
             CheckKind::Patch => patch::collect(host).await.map(Outcome::Patch),
             CheckKind::DiskEncryption => disk_encryption::collect(host)
                 .await

@@ -15,10 +15,14 @@ use crate::ca::{CsrError, IssuedAgentCert};
 use crate::chain;
 use crate::model::{CheckKind, HostFacts};
 
+mod judgements;
+pub use judgements::{ActionRow, EventError, EventRow, HostRow, ItemRow, PolicyRow, ResultRow};
+
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_evidence_pipe.sql")),
     M::up(include_str!("migrations/0002_agent_revocation.sql")),
     M::up(include_str!("migrations/0003_clock_skew.sql")),
+    M::up(include_str!("migrations/0004_policy_and_actions.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -205,6 +205,10 @@ pub struct InventoryFacts {
     /// Facts the agent tried to read and could not, with the reason: an absent fact is never silent.
     #[prost(message, repeated, tag = "14")]
     pub unreadable: ::prost::alloc::vec::Vec<UnreadableFact>,
+    /// Labels the deployment gave this host in the agent's config (`tags`), e.g. "laptop" or
+    /// "pci": declared, not observed. Policy rules can be scoped to them.
+    #[prost(string, repeated, tag = "15")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Patch level of one host (A.8.8). Facts only: the collector's policy decides what is late.
 #[derive(Clone, PartialEq, ::prost::Message)]

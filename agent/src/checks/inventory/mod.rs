@@ -46,6 +46,8 @@ pub struct InventoryFacts {
     pub agent_version: String,
     /// Facts it tried to read and could not, with the reason (an absent fact is never silent).
     pub unreadable: Vec<UnreadableFact>,
+    /// Labels from the agent's config (`tags`): declared by the deployment, not observed.
+    pub tags: Vec<String>,
 }
 
 /// The facts, by field name.
@@ -114,6 +116,7 @@ impl InventoryFacts {
             boot_time_unix_ms: None,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             unreadable: Vec::new(),
+            tags: Vec::new(),
         }
     }
 

@@ -57,6 +57,7 @@ async fn replay_of_a_debian_laptop() {
             hardware_serial: None,
             boot_time_unix_ms: Some(1_700_000_000_000),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            tags: Vec::new(),
             unreadable: vec![
                 unreadable("os_build", "BUILD_ID not set in /etc/os-release"),
                 unreadable(
@@ -88,6 +89,7 @@ async fn replay_of_a_macbook() {
             hardware_serial: some("A01BC3QFQ05D"),
             boot_time_unix_ms: Some(1_700_000_000_123),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            tags: Vec::new(),
             unreadable: vec![],
         }
     );
@@ -112,6 +114,7 @@ async fn replay_of_a_windows_laptop_on_any_os() {
             hardware_serial: some("7XK2QZ3"),
             boot_time_unix_ms: Some(1_700_032_400_500),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            tags: Vec::new(),
             unreadable: vec![],
         }
     );

@@ -1,5 +1,8 @@
 //! The command line: argument parsing and the small commands that are not `serve`.
 
+mod judgement;
+pub use judgement::{DayEdge, parse_moment};
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,6 +46,17 @@ pub enum Command {
     /// Enrolled agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Policies: validate a file, list and show the versions the collector ran under.
+    #[command(subcommand)]
+    Policy(judgement::PolicyCommand),
+    /// Control status judged from stored evidence, now or as of a past date.
+    Status(judgement::StatusArgs),
+    /// Corrective actions: list, show, ack, resolve, accept-risk, comment.
+    #[command(subcommand)]
+    Actions(judgement::ActionsCommand),
+    /// Reports for monitoring and management review.
+    #[command(subcommand)]
+    Report(judgement::ReportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +106,12 @@ pub struct ServeArgs {
     /// not fit is refused unacked and stays in the agent's spool.
     #[arg(long, value_name = "BYTES")]
     pub max_database_bytes: Option<u64>,
+    /// The policy file (default: the built-in policy); re-read on each evaluation and SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Seconds between evaluations of every host (default 300).
+    #[arg(long, value_name = "SECS")]
+    pub evaluation_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +173,8 @@ impl ServeArgs {
             grpc_listen: self.grpc_listen,
             server_names: self.server_names,
             max_database_bytes: self.max_database_bytes,
+            policy_file: self.policy,
+            evaluation_interval_secs: self.evaluation_interval_secs,
         })
     }
 }
@@ -208,6 +230,10 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
             }
         }
         Command::Agent(command) => agent_command(command),
+        Command::Policy(command) => judgement::policy_command(command),
+        Command::Status(args) => judgement::status_command(args),
+        Command::Actions(command) => judgement::actions_command(command),
+        Command::Report(command) => judgement::report_command(command),
         Command::Evidence(EvidenceCommand::List {
             data_dir,
             agent,

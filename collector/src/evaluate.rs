@@ -1,0 +1,550 @@
+//! Evaluation: gathers each host's evidence as of a moment into a `HostView`, judges every rule
+//! of a policy on it, and (in `serve`) records the results that changed and drives corrective
+//! actions. The same code answers `status --as-of`, so a past date is judged exactly as it
+//! would have been then, from the evidence that had arrived by then.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use tracing::{debug, info, warn};
+
+use crate::actions;
+use crate::convert;
+use crate::model::{CheckKind, Outcome};
+use crate::policy::judge::{self, HostView, Judgement, Observed, Seen};
+use crate::policy::{Condition, Policy};
+use crate::store::{HostRow, ResultRow, Store, StoreError};
+
+/// A policy with the version the store gave it.
+#[derive(Debug, Clone)]
+pub struct ActivePolicy {
+    pub version: i64,
+    pub policy: Arc<Policy>,
+}
+
+/// One host's judgements under one policy.
+#[derive(Debug, Clone)]
+pub struct HostJudgements {
+    pub host: HostView,
+    /// In the policy's rule order.
+    pub judgements: Vec<(String, Judgement)>,
+}
+
+/// Judges every rule of `policy` on every host enrolled and not revoked at `as_of_ms` (or only
+/// on `only`), from evidence that arrived by then.
+pub fn evaluate(
+    store: &Store,
+    policy: &Policy,
+    as_of_ms: i64,
+    only: Option<&HashSet<String>>,
+) -> Result<Vec<HostJudgements>, StoreError> {
+    let mut out = Vec::new();
+    for row in store.hosts_as_of(as_of_ms)? {
+        if only.is_some_and(|only| !only.contains(&row.agent_id)) {
+            continue;
+        }
+        let host = host_view(store, policy, row, as_of_ms)?;
+        let judgements = policy
+            .rules
+            .iter()
+            .map(|rule| (rule.id.clone(), judge::judge(policy, rule, &host, as_of_ms)))
+            .collect();
+        out.push(HostJudgements { host, judgements });
+    }
+    Ok(out)
+}
+
+/// What the collector knew of one host at `as_of_ms`.
+pub fn host_view(
+    store: &Store,
+    policy: &Policy,
+    row: HostRow,
+    as_of_ms: i64,
+) -> Result<HostView, StoreError> {
+    let kinds = [
+        CheckKind::Inventory,
+        CheckKind::Patch,
+        CheckKind::DiskEncryption,
+        CheckKind::Backup,
+    ];
+    let numbers: Vec<i64> = kinds.iter().map(|k| k.number()).collect();
+    let mut view = HostView {
+        agent_id: row.agent_id.clone(),
+        hostname: row.hostname,
+        os_family: row.os_family,
+        tags: Vec::new(),
+        enrolled_at_ms: row.enrolled_at_ms,
+        ..HostView::default()
+    };
+    for item in store.newest_items(&row.agent_id, &numbers, as_of_ms)? {
+        let Some(kind) = CheckKind::from_number(item.check_kind) else {
+            continue;
+        };
+        let outcome = match convert::decode_item(0, &item.bytes) {
+            Ok(decoded) => decoded.outcome,
+            Err(error) => Outcome::Error {
+                reason: format!(
+                    "stored item {} cannot be decoded ({error}): run `evident-collector verify`",
+                    item.sequence
+                ),
+                source: "collector".into(),
+            },
+        };
+        view.latest.insert(
+            kind,
+            Observed {
+                sequence: item.sequence,
+                observed_at_ms: item.observed_at_ms,
+                received_at_ms: item.received_at_ms,
+                outcome,
+            },
+        );
+    }
+    if let Some((sequence, observed_at_ms, received_at_ms)) =
+        store.newest_arrival(&row.agent_id, as_of_ms)?
+    {
+        view.last_received = Some(Observed {
+            sequence,
+            observed_at_ms,
+            received_at_ms,
+            outcome: Outcome::Error {
+                reason: String::new(),
+                source: String::new(),
+            },
+        });
+    }
+    if let Some(Observed {
+        outcome: Outcome::Inventory(inventory),
+        ..
+    }) = view.latest.get(&CheckKind::Inventory)
+    {
+        if let Some(hostname) = &inventory.hostname {
+            view.hostname = hostname.clone();
+        }
+        view.os_family = inventory.os_family.clone();
+        view.tags = inventory.tags.clone();
+    }
+    patch_history(store, policy, &mut view, as_of_ms)?;
+    Ok(view)
+}
+
+/// Fills in since when the newest patch item's security updates and reboot have been pending,
+/// walking back through consecutive patch items. The walk stops at the longest threshold that
+/// needs it: an item older than that already decides the verdict.
+fn patch_history(
+    store: &Store,
+    policy: &Policy,
+    view: &mut HostView,
+    as_of_ms: i64,
+) -> Result<(), StoreError> {
+    let horizon_ms = policy
+        .rules
+        .iter()
+        .filter_map(|r| match r.condition {
+            Condition::SecurityUpdatesPending { max_pending_age_ms }
+            | Condition::RebootPending { max_pending_age_ms } => Some(max_pending_age_ms),
+            _ => None,
+        })
+        .max();
+    let Some(horizon_ms) = horizon_ms else {
+        return Ok(());
+    };
+    let Some(Observed {
+        sequence: newest,
+        observed_at_ms,
+        outcome: Outcome::Patch(facts),
+        ..
+    }) = view.latest.get(&CheckKind::Patch)
+    else {
+        return Ok(());
+    };
+    let first = Seen {
+        sequence: *newest,
+        observed_at_ms: *observed_at_ms,
+    };
+    let mut since: BTreeMap<(String, String), Seen> = facts
+        .pending
+        .iter()
+        .filter(|u| u.security)
+        .map(|u| {
+            (
+                (
+                    u.name.clone(),
+                    u.available_version.clone().unwrap_or_default(),
+                ),
+                first,
+            )
+        })
+        .collect();
+    let mut open: HashSet<(String, String)> = since.keys().cloned().collect();
+    let mut reboot = (facts.reboot.required == Some(true)).then_some(first);
+    let mut reboot_open = reboot.is_some();
+    if open.is_empty() && !reboot_open {
+        return Ok(());
+    }
+    let stop_before_ms = as_of_ms.saturating_sub(horizon_ms);
+    store.walk_back(
+        &view.agent_id,
+        CheckKind::Patch.number(),
+        *newest,
+        as_of_ms,
+        |item| {
+            let Ok(decoded) = convert::decode_item(0, &item.bytes) else {
+                return true;
+            };
+            // An error item says nothing either way: the run goes on past it.
+            let Outcome::Patch(facts) = decoded.outcome else {
+                return true;
+            };
+            let seen = Seen {
+                sequence: item.sequence,
+                observed_at_ms: item.observed_at_ms,
+            };
+            let listed: HashSet<(String, String)> = facts
+                .pending
+                .iter()
+                .filter(|u| u.security)
+                .map(|u| {
+                    (
+                        u.name.clone(),
+                        u.available_version.clone().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            open.retain(|key| {
+                let still = listed.contains(key);
+                if still && let Some(s) = since.get_mut(key) {
+                    *s = seen;
+                }
+                still
+            });
+            if reboot_open {
+                if facts.reboot.required == Some(true) {
+                    reboot = Some(seen);
+                } else {
+                    reboot_open = false;
+                }
+            }
+            (!open.is_empty() || reboot_open) && item.observed_at_ms >= stop_before_ms
+        },
+    )?;
+    view.security_pending_since = since;
+    view.reboot_required_since = reboot;
+    Ok(())
+}
+
+/// Hosts whose evidence arrived and waits to be judged.
+#[derive(Debug, Default)]
+pub struct Arrivals {
+    agents: Mutex<HashSet<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Arrivals {
+    pub fn arrived(&self, agent_id: &str) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        if agents.insert(agent_id.to_owned()) {
+            self.notify.notify_one();
+        }
+    }
+
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    pub fn take(&self) -> HashSet<String> {
+        std::mem::take(&mut *self.agents.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// (agent id, rule id).
+type ResultKey = (String, String);
+/// (outcome, offending items): what makes a result different from the last one.
+type Verdict = (String, Vec<String>);
+
+/// The serve-time evaluator: judges, records changed results, drives actions.
+#[derive(Debug)]
+pub struct Evaluator {
+    store: Arc<Store>,
+    active: Mutex<ActivePolicy>,
+    /// The last recorded (outcome, offending) per (agent, rule) under the active version.
+    last: Mutex<HashMap<ResultKey, Verdict>>,
+}
+
+/// What one evaluation pass did, for logs and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pass {
+    pub hosts: usize,
+    pub results_recorded: usize,
+    pub action_events: usize,
+}
+
+impl Evaluator {
+    pub fn new(store: Arc<Store>, active: ActivePolicy) -> Evaluator {
+        Evaluator {
+            store,
+            active: Mutex::new(active),
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn active(&self) -> ActivePolicy {
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Makes `policy` the one in force (a new version unless its text is unchanged).
+    pub fn activate(
+        &self,
+        policy: Policy,
+        source: &str,
+        now_ms: i64,
+    ) -> Result<ActivePolicy, StoreError> {
+        let version = self.store.activate_policy(
+            &policy.sha256,
+            &policy.name,
+            source,
+            &policy.text,
+            now_ms,
+        )?;
+        let active = ActivePolicy {
+            version,
+            policy: Arc::new(policy),
+        };
+        let mut current = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if current.version != version {
+            self.last.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        *current = active.clone();
+        Ok(active)
+    }
+
+    /// Judges the hosts in `only` (all when `None`) at `now_ms`.
+    pub fn run(&self, only: Option<&HashSet<String>>, now_ms: i64) -> Result<Pass, StoreError> {
+        let active = self.active();
+        let policy = &active.policy;
+        let hosts = evaluate(&self.store, policy, now_ms, only)?;
+        let mut pass = Pass {
+            hosts: hosts.len(),
+            ..Pass::default()
+        };
+        for HostJudgements { host, judgements } in &hosts {
+            for (rule_id, judgement) in judgements {
+                let Some(rule) = policy.rule(rule_id) else {
+                    continue;
+                };
+                if self.record(active.version, &host.agent_id, rule_id, judgement, now_ms)? {
+                    pass.results_recorded += 1;
+                }
+                match actions::drive(&self.store, &active, rule, host, judgement, now_ms) {
+                    Ok(Some(event)) => {
+                        pass.action_events += 1;
+                        info!(
+                            agent = %host.agent_id,
+                            rule = %rule_id,
+                            event = %event.kind,
+                            state = %event.state,
+                            "corrective action"
+                        );
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        warn!(%error, agent = %host.agent_id, rule = %rule_id, "corrective action not updated")
+                    }
+                }
+            }
+        }
+        debug!(
+            hosts = pass.hosts,
+            results = pass.results_recorded,
+            events = pass.action_events,
+            "evaluated"
+        );
+        Ok(pass)
+    }
+
+    /// Appends the result when it differs from the last one recorded.
+    fn record(
+        &self,
+        version: i64,
+        agent_id: &str,
+        rule_id: &str,
+        judgement: &Judgement,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let key = (agent_id.to_owned(), rule_id.to_owned());
+        let now = (
+            judgement.outcome.as_str().to_owned(),
+            judgement.offending.clone(),
+        );
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if !last.contains_key(&key)
+            && let Some(row) = self.store.last_result(version, agent_id, rule_id)?
+        {
+            last.insert(key.clone(), (row.outcome, row.offending));
+        }
+        if last.get(&key) == Some(&now) {
+            return Ok(false);
+        }
+        self.store.append_result(&ResultRow {
+            policy_version: version,
+            rule_id: rule_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            at_ms: now_ms,
+            outcome: judgement.outcome.as_str().to_owned(),
+            detail: judgement.detail.clone(),
+            offending: judgement.offending.clone(),
+            evidence: judgement.evidence.clone(),
+        })?;
+        last.insert(key, now);
+        Ok(true)
+    }
+}
+
+/// Where `serve` reads its policy from.
+#[derive(Debug, Clone)]
+pub enum PolicySource {
+    File(std::path::PathBuf),
+    BuiltIn,
+}
+
+impl PolicySource {
+    pub fn name(&self) -> String {
+        match self {
+            PolicySource::File(path) => path.display().to_string(),
+            PolicySource::BuiltIn => crate::policy::DEFAULT_POLICY_SOURCE.to_owned(),
+        }
+    }
+
+    pub fn load(&self) -> Result<Policy, crate::policy::PolicyError> {
+        match self {
+            PolicySource::File(path) => Policy::load(path),
+            PolicySource::BuiltIn => Policy::default_policy(),
+        }
+    }
+}
+
+/// Loads the policy `serve` starts with and records it as the version in force. A file that
+/// does not validate stops `serve` from starting (a running collector keeps its policy instead:
+/// see `run_loop`).
+pub fn starting_policy(
+    store: &Arc<Store>,
+    source: &PolicySource,
+    now_ms: i64,
+) -> anyhow::Result<Evaluator> {
+    let policy = source.load().map_err(|error| {
+        anyhow::anyhow!(
+            "policy refused: {error}; check it with `evident-collector policy check FILE`"
+        )
+    })?;
+    let version = store.activate_policy(
+        &policy.sha256,
+        &policy.name,
+        &source.name(),
+        &policy.text,
+        now_ms,
+    )?;
+    info!(policy = %policy.name, version, source = %source.name(), rules = policy.rules.len(), "policy in force");
+    Ok(Evaluator::new(
+        store.clone(),
+        ActivePolicy {
+            version,
+            policy: Arc::new(policy),
+        },
+    ))
+}
+
+/// Judges hosts as their evidence arrives and everyone every `interval` (for ages and
+/// silence), re-reading the policy file on each tick and on SIGHUP. Runs until aborted.
+pub async fn run_loop(
+    evaluator: Arc<Evaluator>,
+    arrivals: Arc<Arrivals>,
+    source: PolicySource,
+    interval: std::time::Duration,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut refused: Option<[u8; 32]> = None;
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        let only = tokio::select! {
+            _ = arrivals.wait() => Some(arrivals.take()),
+            _ = ticker.tick() => None,
+            _ = hup => {
+                info!("SIGHUP: re-reading the policy");
+                None
+            }
+        };
+        if only.is_none() {
+            reload(&evaluator, &source, &mut refused).await;
+        }
+        let evaluator = evaluator.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            evaluator.run(only.as_ref(), crate::model::now_unix_ms())
+        })
+        .await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => warn!(%error, "evaluation failed; it is retried on the next tick"),
+            Err(error) => warn!(%error, "evaluation panicked; it is retried on the next tick"),
+        }
+    }
+}
+
+/// Activates the policy file when its text changed and validates; a refused text is logged
+/// once and the policy in force stays.
+async fn reload(evaluator: &Arc<Evaluator>, source: &PolicySource, refused: &mut Option<[u8; 32]>) {
+    let PolicySource::File(path) = source else {
+        return;
+    };
+    let Ok(text) = tokio::fs::read_to_string(path).await else {
+        if refused.is_none() {
+            warn!(path = %path.display(), "policy file cannot be read: keeping the policy in force");
+            *refused = Some([0; 32]);
+        }
+        return;
+    };
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let mut hash = [0; 32];
+    hash.copy_from_slice(digest.as_ref());
+    if evaluator.active().policy.sha256 == hash || *refused == Some(hash) {
+        return;
+    }
+    match Policy::parse(&text, &source.name()) {
+        Ok(policy) => {
+            let name = policy.name.clone();
+            let evaluator = evaluator.clone();
+            let source = source.name();
+            let activated = tokio::task::spawn_blocking(move || {
+                evaluator.activate(policy, &source, crate::model::now_unix_ms())
+            })
+            .await;
+            match activated {
+                Ok(Ok(active)) => {
+                    *refused = None;
+                    info!(policy = %name, version = active.version, "policy changed: new version in force");
+                }
+                Ok(Err(error)) => warn!(%error, "policy not activated"),
+                Err(error) => warn!(%error, "policy not activated"),
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, version = evaluator.active().version, "policy file refused: keeping the policy in force");
+            *refused = Some(hash);
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Queries for policy evaluation: the evidence a judgement reads as of a moment, the policies
+//! the collector ran under, rule results as they change, and corrective actions with their
+//! events. Everything here is appended, never updated.
+
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::{Store, StoreError};
+
+/// An enrolled agent as it stood at some moment.
+#[derive(Debug, Clone)]
+pub struct HostRow {
+    pub agent_id: String,
+    pub hostname: String,
+    pub os_family: String,
+    pub enrolled_at_ms: i64,
+}
+
+/// One stored item with its signed bytes, for judging.
+#[derive(Debug, Clone)]
+pub struct ItemRow {
+    pub sequence: u64,
+    pub check_kind: i64,
+    pub observed_at_ms: i64,
+    pub received_at_ms: i64,
+    pub bytes: Vec<u8>,
+}
+
+/// A policy version as stored.
+#[derive(Debug, Clone)]
+pub struct PolicyRow {
+    pub version: i64,
+    pub sha256: Vec<u8>,
+    pub name: String,
+    pub source: String,
+    pub text: String,
+    pub activated_at_ms: i64,
+}
+
+/// A stored rule result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResultRow {
+    pub policy_version: i64,
+    pub rule_id: String,
+    pub agent_id: String,
+    pub at_ms: i64,
+    pub outcome: String,
+    pub detail: String,
+    pub offending: Vec<String>,
+    pub evidence: Vec<u64>,
+}
+
+/// A corrective action as opened.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ActionRow {
+    pub id: i64,
+    pub agent_id: String,
+    pub hostname: String,
+    pub rule_id: String,
+    pub rule_title: String,
+    pub severity: String,
+    pub opened_at_ms: i64,
+}
+
+/// One event of an action's life.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EventRow {
+    pub id: i64,
+    pub action_id: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub state: String,
+    pub actor: String,
+    pub reason: String,
+    pub owner: Option<String>,
+    pub due_at_ms: Option<i64>,
+    pub root_cause: Option<String>,
+    pub risk_expires_at_ms: Option<i64>,
+    pub policy_version: Option<i64>,
+    pub evidence: Vec<u64>,
+}
+
+/// Why an event was not appended.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("no corrective action {0}: `evident-collector actions list` shows them")]
+    NoSuchAction(i64),
+    /// The action's state moved on since the caller looked; nothing was written.
+    #[error("action {action_id} is {state} now; {what}")]
+    Refused {
+        action_id: i64,
+        state: String,
+        what: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for EventError {
+    fn from(e: rusqlite::Error) -> Self {
+        EventError::Store(e.into())
+    }
+}
+
+fn json_sequences(text: &str) -> Vec<u64> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn json_strings(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+impl Store {
+    /// Agents enrolled by `as_of_ms` and not revoked by then.
+    pub fn hosts_as_of(&self, as_of_ms: i64) -> Result<Vec<HostRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT agent_id, hostname, os_family, enrolled_at_ms FROM agents
+             WHERE enrolled_at_ms <= ?1 AND (revoked_at_ms IS NULL OR revoked_at_ms > ?1)
+             ORDER BY hostname, agent_id",
+        )?;
+        let rows = stmt.query_map([as_of_ms], |r| {
+            Ok(HostRow {
+                agent_id: r.get(0)?,
+                hostname: r.get(1)?,
+                os_family: r.get(2)?,
+                enrolled_at_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest item of each of `kinds` (and of any kind, as `check_kind` 0's entry is not
+    /// used: see `newest_item`) that arrived by `as_of_ms`.
+    pub fn newest_items(
+        &self,
+        agent_id: &str,
+        kinds: &[i64],
+        as_of_ms: i64,
+    ) -> Result<Vec<ItemRow>, StoreError> {
+        let conn = self.conn();
+        let mut out = Vec::new();
+        for kind in kinds {
+            let row: Option<(i64, i64, i64, i64, i64, i64)> = conn
+                .prepare_cached(
+                    "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
+                     FROM evidence WHERE agent_id = ?1 AND check_kind = ?2 AND received_at_ms <= ?3
+                     ORDER BY sequence DESC LIMIT 1",
+                )?
+                .query_row(params![agent_id, kind, as_of_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })
+                .optional()?;
+            if let Some(row) = row {
+                out.push(item_row(&conn, row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest item of any kind that arrived by `as_of_ms`, without its bytes.
+    pub fn newest_arrival(
+        &self,
+        agent_id: &str,
+        as_of_ms: i64,
+    ) -> Result<Option<(u64, i64, i64)>, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT sequence, observed_at_ms, received_at_ms FROM evidence
+                 WHERE agent_id = ?1 AND received_at_ms <= ?2 ORDER BY sequence DESC LIMIT 1",
+            )?
+            .query_row(params![agent_id, as_of_ms], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })
+            .optional()?)
+    }
+
+    /// Items of one kind before `below_sequence`, newest first, that arrived by `as_of_ms`,
+    /// until `visit` returns false.
+    pub fn walk_back(
+        &self,
+        agent_id: &str,
+        kind: i64,
+        below_sequence: u64,
+        as_of_ms: i64,
+        mut visit: impl FnMut(ItemRow) -> bool,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
+             FROM evidence WHERE agent_id = ?1 AND check_kind = ?2 AND sequence < ?3
+                               AND received_at_ms <= ?4
+             ORDER BY sequence DESC",
+        )?;
+        let mut rows = stmt.query(params![agent_id, kind, below_sequence as i64, as_of_ms])?;
+        while let Some(r) = rows.next()? {
+            let row = (
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            );
+            if !visit(item_row(&conn, row)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `text` as the policy in force from `now_ms`, unless it already is. Returns its
+    /// version.
+    pub fn activate_policy(
+        &self,
+        sha256: &[u8],
+        name: &str,
+        source: &str,
+        text: &str,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT version, sha256 FROM policies ORDER BY version DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((version, hash)) = current
+            && hash == sha256
+        {
+            return Ok(version);
+        }
+        tx.execute(
+            "INSERT INTO policies (sha256, name, source, text, activated_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![sha256, name, source, text, now_ms],
+        )?;
+        let version = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// The policy in force at `as_of_ms` (the newest activated by then), or the newest of all.
+    pub fn policy_as_of(&self, as_of_ms: Option<i64>) -> Result<Option<PolicyRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT version, sha256, name, source, text, activated_at_ms FROM policies
+                 WHERE ?1 IS NULL OR activated_at_ms <= ?1 ORDER BY version DESC LIMIT 1",
+                [as_of_ms],
+                policy_row,
+            )
+            .optional()?)
+    }
+
+    pub fn policies(&self) -> Result<Vec<PolicyRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT version, sha256, name, source, text, activated_at_ms FROM policies ORDER BY version",
+        )?;
+        let rows = stmt.query_map([], policy_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The newest stored result of a rule on an agent under a policy version.
+    pub fn last_result(
+        &self,
+        policy_version: i64,
+        agent_id: &str,
+        rule_id: &str,
+    ) -> Result<Option<ResultRow>, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached(
+                "SELECT policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence
+                 FROM rule_results WHERE policy_version = ?1 AND agent_id = ?2 AND rule_id = ?3
+                 ORDER BY at_ms DESC, id DESC LIMIT 1",
+            )?
+            .query_row(params![policy_version, agent_id, rule_id], result_row)
+            .optional()?)
+    }
+
+    pub fn append_result(&self, result: &ResultRow) -> Result<(), StoreError> {
+        self.conn().prepare_cached(
+            "INSERT INTO rule_results (policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?.execute(params![
+            result.policy_version,
+            result.rule_id,
+            result.agent_id,
+            result.at_ms,
+            result.outcome,
+            result.detail,
+            serde_json::to_string(&result.offending).unwrap_or_else(|_| "[]".into()),
+            serde_json::to_string(&result.evidence).unwrap_or_else(|_| "[]".into()),
+        ])?;
+        Ok(())
+    }
+
+    /// Results of an agent (or all) stored between two moments, oldest first.
+    pub fn results_between(
+        &self,
+        agent_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ResultRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence
+             FROM rule_results WHERE (?1 IS NULL OR agent_id = ?1) AND at_ms BETWEEN ?2 AND ?3
+             ORDER BY at_ms, id",
+        )?;
+        let rows = stmt.query_map(params![agent_id, from_ms, to_ms], result_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The action for a (host, rule) deviation, if one was ever opened.
+    pub fn action_for(
+        &self,
+        agent_id: &str,
+        rule_id: &str,
+    ) -> Result<Option<(ActionRow, EventRow)>, StoreError> {
+        let id: Option<i64> = self
+            .conn()
+            .prepare_cached("SELECT id FROM actions WHERE agent_id = ?1 AND rule_id = ?2")?
+            .query_row(params![agent_id, rule_id], |r| r.get(0))
+            .optional()?;
+        match id {
+            None => Ok(None),
+            Some(id) => Ok(self.action(id)?.map(|(action, events)| {
+                let last = events.last().cloned().unwrap_or_default();
+                (action, last)
+            })),
+        }
+    }
+
+    /// An action with all its events, oldest first.
+    pub fn action(&self, id: i64) -> Result<Option<(ActionRow, Vec<EventRow>)>, StoreError> {
+        let conn = self.conn();
+        let action = conn
+            .prepare_cached(
+                "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity, x.opened_at_ms
+                 FROM actions x JOIN agents a ON a.agent_id = x.agent_id WHERE x.id = ?1",
+            )?
+            .query_row([id], action_row)
+            .optional()?;
+        let Some(action) = action else {
+            return Ok(None);
+        };
+        let mut stmt =
+            conn.prepare_cached(&format!("{EVENT_COLUMNS} WHERE action_id = ?1 ORDER BY id"))?;
+        let events = stmt
+            .query_map([id], event_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some((action, events)))
+    }
+
+    /// Every action with its events up to `as_of_ms` (all when `None`), by id.
+    pub fn actions_with_events(
+        &self,
+        as_of_ms: Option<i64>,
+    ) -> Result<Vec<(ActionRow, Vec<EventRow>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity, x.opened_at_ms
+             FROM actions x JOIN agents a ON a.agent_id = x.agent_id
+             WHERE ?1 IS NULL OR x.opened_at_ms <= ?1 ORDER BY x.id",
+        )?;
+        let actions = stmt
+            .query_map([as_of_ms], action_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut events_stmt = conn.prepare(&format!(
+            "{EVENT_COLUMNS} WHERE ?1 IS NULL OR at_ms <= ?1 ORDER BY action_id, id"
+        ))?;
+        let mut events: std::collections::BTreeMap<i64, Vec<EventRow>> = Default::default();
+        for event in events_stmt.query_map([as_of_ms], event_row)? {
+            let event = event?;
+            events.entry(event.action_id).or_default().push(event);
+        }
+        Ok(actions
+            .into_iter()
+            .map(|a| {
+                let e = events.remove(&a.id).unwrap_or_default();
+                (a, e)
+            })
+            .filter(|(_, e)| !e.is_empty())
+            .collect())
+    }
+
+    /// Opens the action for a (host, rule) deviation with its first event.
+    pub fn open_action(&self, action: &ActionRow, event: &EventRow) -> Result<i64, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO actions (agent_id, rule_id, rule_title, severity, opened_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                action.agent_id,
+                action.rule_id,
+                action.rule_title,
+                action.severity,
+                action.opened_at_ms
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        insert_event(&tx, id, event)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Appends the event `build` makes from the action's current state (its newest event),
+    /// both in one transaction, so two reviewers or the evaluator cannot interleave. `build`
+    /// refuses with a reason, or returns `None` when there is nothing to record.
+    pub fn append_event(
+        &self,
+        action_id: i64,
+        build: impl FnOnce(&EventRow) -> Result<Option<EventRow>, String>,
+    ) -> Result<Option<EventRow>, EventError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current = tx
+            .query_row(
+                &format!("{EVENT_COLUMNS} WHERE action_id = ?1 ORDER BY id DESC LIMIT 1"),
+                [action_id],
+                event_row,
+            )
+            .optional()?
+            .ok_or(EventError::NoSuchAction(action_id))?;
+        let event = build(&current).map_err(|what| EventError::Refused {
+            action_id,
+            state: current.state.clone(),
+            what,
+        })?;
+        let Some(mut event) = event else {
+            return Ok(None);
+        };
+        insert_event(&tx, action_id, &event)?;
+        event.id = tx.last_insert_rowid();
+        event.action_id = action_id;
+        tx.commit()?;
+        Ok(Some(event))
+    }
+}
+
+const EVENT_COLUMNS: &str =
+    "SELECT id, action_id, at_ms, kind, state, actor, reason, owner, due_at_ms,
+        root_cause, risk_expires_at_ms, policy_version, evidence FROM action_events";
+
+fn insert_event(
+    tx: &rusqlite::Transaction<'_>,
+    action_id: i64,
+    e: &EventRow,
+) -> Result<(), rusqlite::Error> {
+    tx.execute(
+        "INSERT INTO action_events (action_id, at_ms, kind, state, actor, reason, owner, due_at_ms,
+                                    root_cause, risk_expires_at_ms, policy_version, evidence)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            action_id,
+            e.at_ms,
+            e.kind,
+            e.state,
+            e.actor,
+            e.reason,
+            e.owner,
+            e.due_at_ms,
+            e.root_cause,
+            e.risk_expires_at_ms,
+            e.policy_version,
+            serde_json::to_string(&e.evidence).unwrap_or_else(|_| "[]".into())
+        ],
+    )?;
+    Ok(())
+}
+
+fn item_row(
+    conn: &rusqlite::Connection,
+    (sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index): (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+    ),
+) -> Result<ItemRow, StoreError> {
+    let batch: Vec<u8> = conn
+        .prepare_cached("SELECT items FROM batches WHERE id = ?1")?
+        .query_row([batch_id], |r| r.get(0))?;
+    let bytes = crate::convert::split_item_list(&batch)
+        .ok()
+        .and_then(|mut items| {
+            usize::try_from(item_index)
+                .ok()
+                .filter(|i| *i < items.len())
+                .map(|i| items.swap_remove(i))
+        })
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "batch {batch_id} has no item {item_index}: run `evident-collector verify`"
+            ))
+        })?;
+    Ok(ItemRow {
+        sequence: sequence as u64,
+        check_kind,
+        observed_at_ms,
+        received_at_ms,
+        bytes,
+    })
+}
+
+fn policy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyRow> {
+    Ok(PolicyRow {
+        version: r.get(0)?,
+        sha256: r.get(1)?,
+        name: r.get(2)?,
+        source: r.get(3)?,
+        text: r.get(4)?,
+        activated_at_ms: r.get(5)?,
+    })
+}
+
+fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+    Ok(ResultRow {
+        policy_version: r.get(0)?,
+        rule_id: r.get(1)?,
+        agent_id: r.get(2)?,
+        at_ms: r.get(3)?,
+        outcome: r.get(4)?,
+        detail: r.get(5)?,
+        offending: json_strings(&r.get::<_, String>(6)?),
+        evidence: json_sequences(&r.get::<_, String>(7)?),
+    })
+}
+
+fn action_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRow> {
+    Ok(ActionRow {
+        id: r.get(0)?,
+        agent_id: r.get(1)?,
+        hostname: r.get(2)?,
+        rule_id: r.get(3)?,
+        rule_title: r.get(4)?,
+        severity: r.get(5)?,
+        opened_at_ms: r.get(6)?,
+    })
+}
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
+    Ok(EventRow {
+        id: r.get(0)?,
+        action_id: r.get(1)?,
+        at_ms: r.get(2)?,
+        kind: r.get(3)?,
+        state: r.get(4)?,
+        actor: r.get(5)?,
+        reason: r.get(6)?,
+        owner: r.get(7)?,
+        due_at_ms: r.get(8)?,
+        root_cause: r.get(9)?,
+        risk_expires_at_ms: r.get(10)?,
+        policy_version: r.get(11)?,
+        evidence: json_sequences(&r.get::<_, String>(12)?),
+    })
+}
