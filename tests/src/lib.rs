@@ -189,6 +189,20 @@ impl Collector {
             .collect()
     }
 
+    /// Sends a signal (e.g. "HUP") to the running collector.
+    pub fn signal(&self, name: &str) {
+        run(
+            Path::new("/bin/kill"),
+            &[&format!("-{name}"), &self.child.id().to_string()],
+        )
+        .expect_ok("kill");
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("collector.db")
     }
@@ -265,6 +279,20 @@ impl Agent {
         )
     }
 
+    /// One cycle observing a recorded host instead of this machine, with more `run` arguments.
+    pub fn run_once_replaying(&self, replay: &Path, extra_args: &[&str]) -> Run {
+        let mut args = vec![
+            "run",
+            "--once",
+            "--state-dir",
+            self.dir(),
+            "--replay",
+            replay.to_str().expect("utf-8 path"),
+        ];
+        args.extend(extra_args);
+        run(&binary("evident-agent"), &args)
+    }
+
     /// The last sequence number the agent reserved (its durable counter): every item it ever
     /// numbered is `1..=last_sequence()`.
     pub fn last_sequence(&self) -> u64 {
@@ -281,6 +309,19 @@ impl Agent {
             .unwrap_or_default();
         files.sort();
         files
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `seconds`, then panics with
+/// `what`. For waiting on a background process, never for judging speed.
+pub fn wait_for<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "waited {seconds} s for {what}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

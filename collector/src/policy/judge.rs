@@ -195,7 +195,9 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
                         format_unix_ms(since.observed_at_ms),
                         age_text(age)
                     ));
-                    evidence.push(since.sequence);
+                    if !evidence.contains(&since.sequence) {
+                        evidence.push(since.sequence);
+                    }
                 }
             }
             let mut judgement = if late.is_empty() {
