@@ -330,14 +330,30 @@ impl Evaluator {
             hosts: hosts.len(),
             ..Pass::default()
         };
+        let mut changed = Vec::new();
+        for HostJudgements { host, judgements } in &hosts {
+            for (rule_id, judgement) in judgements {
+                if let Some(row) =
+                    self.changed(active.version, &host.agent_id, rule_id, judgement, now_ms)?
+                {
+                    changed.push(row);
+                }
+            }
+        }
+        // Results first, so an action's event never names a result that was not kept.
+        self.store.append_results(&changed)?;
+        pass.results_recorded = changed.len();
+        {
+            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+            for row in changed {
+                last.insert((row.agent_id, row.rule_id), (row.outcome, row.offending));
+            }
+        }
         for HostJudgements { host, judgements } in &hosts {
             for (rule_id, judgement) in judgements {
                 let Some(rule) = policy.rule(rule_id) else {
                     continue;
                 };
-                if self.record(active.version, &host.agent_id, rule_id, judgement, now_ms)? {
-                    pass.results_recorded += 1;
-                }
                 match actions::drive(&self.store, &active, rule, host, judgement, now_ms) {
                     Ok(Some(event)) => {
                         pass.action_events += 1;
@@ -365,15 +381,15 @@ impl Evaluator {
         Ok(pass)
     }
 
-    /// Appends the result when it differs from the last one recorded.
-    fn record(
+    /// The result to record when it differs from the last one recorded.
+    fn changed(
         &self,
         version: i64,
         agent_id: &str,
         rule_id: &str,
         judgement: &Judgement,
         now_ms: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<ResultRow>, StoreError> {
         let key = (agent_id.to_owned(), rule_id.to_owned());
         let now = (
             judgement.outcome.as_str().to_owned(),
@@ -386,20 +402,18 @@ impl Evaluator {
             last.insert(key.clone(), (row.outcome, row.offending));
         }
         if last.get(&key) == Some(&now) {
-            return Ok(false);
+            return Ok(None);
         }
-        self.store.append_result(&ResultRow {
+        Ok(Some(ResultRow {
             policy_version: version,
             rule_id: rule_id.to_owned(),
             agent_id: agent_id.to_owned(),
             at_ms: now_ms,
-            outcome: judgement.outcome.as_str().to_owned(),
+            outcome: now.0,
             detail: judgement.detail.clone(),
-            offending: judgement.offending.clone(),
+            offending: now.1,
             evidence: judgement.evidence.clone(),
-        })?;
-        last.insert(key, now);
-        Ok(true)
+        }))
     }
 }
 

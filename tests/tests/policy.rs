@@ -482,6 +482,27 @@ fn a_deviation_is_opened_acknowledged_resolved_verified_reopened_and_risk_accept
         versions[0].1 >= 6,
         "results under version 1 remain: {versions:?}"
     );
+    let history = json(
+        &collector,
+        &["results", "list", "--agent", &agent_id, "--json"],
+    );
+    let security: Vec<(i64, &str)> = history
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter(|r| r["rule_id"] == "security-updates")
+        .map(|r| {
+            (
+                r["policy_version"].as_i64().expect("version"),
+                r["outcome"].as_str().expect("outcome"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        &security[..4],
+        [(1, "pass"), (1, "fail"), (1, "pass"), (1, "fail")],
+        "judged on arrival, late by the timer, patched, regressed: {security:?}"
+    );
     assert!(
         collector.admin(&["verify"]).ok(),
         "evidence chains still verify"

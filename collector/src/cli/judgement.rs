@@ -134,6 +134,70 @@ pub enum ActionsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ResultsCommand {
+    /// Rule results as they changed: rule, host, outcome, evidence and policy version.
+    List {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// Only this agent's results.
+        #[arg(long, value_name = "ID")]
+        agent: Option<String>,
+        /// From this day (start of day, UTC) or RFC 3339 time; default: the beginning.
+        #[arg(long, value_name = "WHEN")]
+        from: Option<String>,
+        /// Up to this day (end of day, UTC) or RFC 3339 time; default: now.
+        #[arg(long, value_name = "WHEN")]
+        to: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn results_command(command: ResultsCommand) -> anyhow::Result<u8> {
+    let ResultsCommand::List {
+        data_dir,
+        agent,
+        from,
+        to,
+        json,
+    } = command;
+    let from = from
+        .map(|t| parse_moment(&t, DayEdge::Start))
+        .transpose()?
+        .unwrap_or(i64::MIN);
+    let to = to
+        .map(|t| parse_moment(&t, DayEdge::End))
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    let store = open_store(&data_dir.data_dir)?;
+    let results = store.results_between(agent.as_deref(), from, to)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(0);
+    }
+    if results.is_empty() {
+        println!("no rule result recorded in that period");
+    }
+    for r in &results {
+        println!(
+            "{}  v{:<3} {:<24} {:<26} {:<14} {}  [evidence {}]",
+            format_unix_ms(r.at_ms),
+            r.policy_version,
+            r.agent_id,
+            r.rule_id,
+            r.outcome,
+            r.detail,
+            r.evidence
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ReportCommand {
     /// KPIs for monitoring and management review over a period.
     Kpi {

@@ -51,6 +51,9 @@ pub enum Command {
     Policy(judgement::PolicyCommand),
     /// Control status judged from stored evidence, now or as of a past date.
     Status(judgement::StatusArgs),
+    /// Rule results as they changed over time.
+    #[command(subcommand)]
+    Results(judgement::ResultsCommand),
     /// Corrective actions: list, show, ack, resolve, accept-risk, comment.
     #[command(subcommand)]
     Actions(judgement::ActionsCommand),
@@ -233,6 +236,7 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
         Command::Policy(command) => judgement::policy_command(command),
         Command::Status(args) => judgement::status_command(args),
         Command::Actions(command) => judgement::actions_command(command),
+        Command::Results(command) => judgement::results_command(command),
         Command::Report(command) => judgement::report_command(command),
         Command::Evidence(EvidenceCommand::List {
             data_dir,

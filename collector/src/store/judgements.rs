@@ -282,20 +282,33 @@ impl Store {
             .optional()?)
     }
 
-    pub fn append_result(&self, result: &ResultRow) -> Result<(), StoreError> {
-        self.conn().prepare_cached(
-            "INSERT INTO rule_results (policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?.execute(params![
-            result.policy_version,
-            result.rule_id,
-            result.agent_id,
-            result.at_ms,
-            result.outcome,
-            result.detail,
-            serde_json::to_string(&result.offending).unwrap_or_else(|_| "[]".into()),
-            serde_json::to_string(&result.evidence).unwrap_or_else(|_| "[]".into()),
-        ])?;
+    /// Appends results in one transaction: one durable write per evaluation pass, not per
+    /// result.
+    pub fn append_results(&self, results: &[ResultRow]) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO rule_results (policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for result in results {
+                insert.execute(params![
+                    result.policy_version,
+                    result.rule_id,
+                    result.agent_id,
+                    result.at_ms,
+                    result.outcome,
+                    result.detail,
+                    serde_json::to_string(&result.offending).unwrap_or_else(|_| "[]".into()),
+                    serde_json::to_string(&result.evidence).unwrap_or_else(|_| "[]".into()),
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
