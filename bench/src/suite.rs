@@ -1,0 +1,640 @@
+//! The benchmark suite: every figure of BENCHMARKS.md, measured in one run on this machine.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use evident_agent::checks::Observation;
+use prost::Message as _;
+
+use crate::collector::{CollectorProcess, binary};
+use crate::fleet::{self, Load};
+use crate::measure::{self, mib};
+use crate::payload;
+
+#[derive(Debug, Clone)]
+pub struct SuiteConfig {
+    pub out: PathBuf,
+    /// Fleet sizes for the ingest figures; the target is stated at 1,000.
+    pub ingest_agents: Vec<usize>,
+    /// Fleet sizes for idle connections and policy evaluation; the target is 10,000.
+    pub idle_agents: Vec<usize>,
+    pub ingest_secs: u64,
+    /// The exact command line, for the report.
+    pub command: String,
+}
+
+/// One line of the summary table.
+#[derive(Debug, Clone)]
+struct Figure {
+    name: &'static str,
+    target: &'static str,
+    measured: String,
+    met: Option<bool>,
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    figures: Vec<Figure>,
+    sections: Vec<String>,
+}
+
+impl Report {
+    fn figure(
+        &mut self,
+        name: &'static str,
+        target: &'static str,
+        measured: String,
+        met: Option<bool>,
+    ) {
+        println!("{name}: {measured} (target {target})");
+        self.figures.push(Figure {
+            name,
+            target,
+            measured,
+            met,
+        });
+    }
+}
+
+pub async fn run(config: SuiteConfig) -> anyhow::Result<()> {
+    let work = tempfile::tempdir()?;
+    let cycle = Arc::new(payload::typical_cycle().await?);
+    let mut report = Report::default();
+    let mut sizes = String::from("Encoded size of each item of the typical laptop's cycle: ");
+    for (check, bytes) in payload::item_sizes(&cycle) {
+        let _ = write!(sizes, "{check} {bytes} B, ");
+    }
+    let heavy = payload::heavy_patch().await?;
+    let _ = write!(
+        sizes,
+        "and the heavy patch item (80 pending updates) {} B.",
+        evident_agent::convert::evidence_item(1, &heavy).encoded_len()
+    );
+    report.sections.push(sizes);
+
+    agent_figures(work.path(), &mut report).await?;
+    ingest_figures(work.path(), &cycle, &config, &mut report).await?;
+    storage_figures(work.path(), &cycle, &heavy, &mut report)?;
+    fleet_figures(work.path(), &cycle, &config, &mut report).await?;
+    report.figure(
+        "overview page and a host page, 10,000 hosts and 10 million items",
+        "<= 200 ms each",
+        "not measured: the web page is issue 9".into(),
+        None,
+    );
+    std::fs::write(&config.out, render(&config, &report))
+        .with_context(|| format!("write {}", config.out.display()))?;
+    println!("wrote {}", config.out.display());
+    Ok(())
+}
+
+/// Agent: binary size, CPU and memory per cycle, idle memory.
+async fn agent_figures(work: &Path, report: &mut Report) -> anyhow::Result<()> {
+    let agent = binary("evident-agent")?;
+    let size = std::fs::metadata(&agent)?.len();
+    report.figure(
+        "agent binary, stripped",
+        "<= 8 MB",
+        format!("{:.2} MB ({size} bytes)", size as f64 / 1e6),
+        Some(size <= 8_000_000),
+    );
+
+    // This machine's own cycle, recorded once, so the replays below run no programs.
+    let recording = work.join("recording");
+    let out = Command::new(&agent)
+        .args(["check", "--record"])
+        .arg(&recording)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    anyhow::ensure!(out.success(), "evident-agent check --record failed");
+
+    let collector = CollectorProcess::start(&work.join("agent-collector"), &[])?;
+    let state = work.join("agent-state");
+    let enrolled = Command::new(&agent)
+        .args([
+            "enroll",
+            "--collector",
+            &collector.url.to_string(),
+            "--token",
+        ])
+        .arg(collector.token(1)?)
+        .args([
+            "--ca-fingerprint",
+            &hex::encode(collector.fingerprint),
+            "--state-dir",
+        ])
+        .arg(&state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    anyhow::ensure!(enrolled.success(), "enrol the measured agent");
+
+    let mut cpu = Vec::new();
+    let mut peaks = Vec::new();
+    for _ in 0..5 {
+        let (status, time, peak) = measure::run_sampled(
+            Command::new(&agent)
+                .args(["run", "--once", "--state-dir"])
+                .arg(&state)
+                .arg("--replay")
+                .arg(&recording)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )?;
+        anyhow::ensure!(status.success(), "evident-agent run --once --replay failed");
+        cpu.push(time);
+        peaks.push(peak);
+    }
+    cpu.sort_unstable();
+    let median_cpu = cpu[cpu.len() / 2];
+    report.figure(
+        "agent CPU time per full check cycle, excluding the programs it runs",
+        "<= 200 ms",
+        format!(
+            "{} ms (median of 5 `run --once --replay` of this machine's recorded cycle, incl. start, TLS and delivery; 10 ms resolution)",
+            median_cpu.as_millis()
+        ),
+        Some(median_cpu <= Duration::from_millis(200)),
+    );
+
+    // Idle: the scheduler after its first cycle.
+    let config = work.join("agent.toml");
+    std::fs::write(&config, "interval_secs = 3600\njitter_secs = 0\n")?;
+    let mut child = Command::new(&agent)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--replay")
+        .arg(&recording)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let memory = measure::memory(child.id()).context("read agent memory")?;
+    let _ = child.kill();
+    let _ = child.wait();
+    let peak = peaks.iter().copied().max().unwrap_or(0).max(memory.peak);
+    report.figure(
+        "agent resident memory, idle between cycles / peak during a cycle",
+        "<= 12 MB / <= 40 MB",
+        format!("{:.1} MiB / {:.1} MiB", mib(memory.rss), mib(peak)),
+        Some(memory.rss <= 12_000_000 && peak <= 40_000_000),
+    );
+    collector.stop()?;
+    Ok(())
+}
+
+/// Durable ingest at several fleet sizes, the raw baseline, and ack latency at half rate.
+async fn ingest_figures(
+    work: &Path,
+    cycle: &Arc<Vec<Observation>>,
+    config: &SuiteConfig,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut table = String::from(
+        "### Durable ingest by fleet size\n\nEvery agent holds one mTLS Report stream and sends one check cycle (4 items) per batch, waiting for each ack; the collector commits with `synchronous=FULL` before acking.\n\n| agents | items/s | batches/s | ack p50 | ack p99 | errors |\n|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut at_target = None;
+    for &agents in &config.ingest_agents {
+        let collector = CollectorProcess::start(&work.join(format!("ingest-{agents}")), &[])?;
+        let fleet = fleet::enrol(
+            &collector.url,
+            &collector.token(agents)?,
+            collector.fingerprint,
+            agents,
+            16,
+        )
+        .await?;
+        let load = Load {
+            connections: agents,
+            cycles_per_batch: 1,
+            batches_per_session: usize::MAX,
+            rate: 0.0,
+            duration: Duration::from_secs(config.ingest_secs),
+        };
+        let (outcome, fleet) =
+            fleet::stream(&collector.url, fleet, cycle.clone(), load.clone()).await?;
+        let _ = writeln!(
+            table,
+            "| {agents} | {:.0} | {:.0} | {} | {} | {} |",
+            outcome.items_per_sec(),
+            outcome.batches as f64 / outcome.elapsed.as_secs_f64(),
+            ms(outcome.latency_percentile(50.0)),
+            ms(outcome.latency_percentile(99.0)),
+            outcome.errors
+        );
+        println!(
+            "ingest {agents}: {:.0} items/s, errors {} {:?}",
+            outcome.items_per_sec(),
+            outcome.errors,
+            outcome.first_error
+        );
+        if agents == 1000
+            || (at_target.is_none() && agents == *config.ingest_agents.last().unwrap_or(&0))
+        {
+            let max_batches = outcome.batches as f64 / outcome.elapsed.as_secs_f64();
+            let half = Load {
+                rate: max_batches / 2.0,
+                ..load
+            };
+            let (latency, _) = fleet::stream(&collector.url, fleet, cycle.clone(), half).await?;
+            at_target = Some((agents, outcome, latency));
+        }
+        collector.stop()?;
+    }
+    report.sections.push(table);
+    let Some((agents, outcome, latency)) = at_target else {
+        return Ok(());
+    };
+    let items = outcome.items_per_sec();
+    report.figure(
+        "durable ingest, items/s end to end over mTLS (synchronous=FULL), 1,000 agents",
+        ">= 20,000 (stretch 50,000)",
+        format!("{items:.0} items/s with {agents} agents"),
+        Some(items >= 20_000.0),
+    );
+    let cycle_items: Vec<(i64, Vec<u8>)> = cycle
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            (
+                evident_agent::convert::evidence_item(1, o).check,
+                evident_agent::convert::evidence_item(1 + i as u64, o).encode_to_vec(),
+            )
+        })
+        .map(|(kind, bytes)| (i64::from(kind), bytes))
+        .collect();
+    let item_list = payload::item_list(1, cycle, 1);
+    let baseline_dir = work.join("baseline");
+    std::fs::create_dir_all(&baseline_dir)?;
+    let raw = crate::baseline::raw_insert_loop(
+        &baseline_dir,
+        agents,
+        &cycle_items,
+        &item_list,
+        1,
+        Duration::from_secs(10),
+    )?;
+    report.figure(
+        "same, as a ratio to a raw rusqlite insert loop of the same rows and indexes",
+        ">= 0.5",
+        format!("{:.2} ({items:.0} / {raw:.0} items/s)", items / raw),
+        Some(items / raw >= 0.5),
+    );
+    let p50 = latency.latency_percentile(50.0);
+    let p99 = latency.latency_percentile(99.0);
+    report.figure(
+        "ack latency p50 / p99 at half the maximum rate",
+        "<= 10 ms / <= 50 ms",
+        format!(
+            "{} / {} ({:.0} items/s offered)",
+            ms(p50),
+            ms(p99),
+            latency.items_per_sec()
+        ),
+        Some(
+            p50.is_some_and(|p| p <= Duration::from_millis(10))
+                && p99.is_some_and(|p| p <= Duration::from_millis(50)),
+        ),
+    );
+    Ok(())
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".into(), |d| {
+        format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    })
+}
+
+/// Bytes the store takes per item, for typical and heavy patch items.
+fn storage_figures(
+    work: &Path,
+    cycle: &[Observation],
+    heavy: &Observation,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let typical_patch = cycle
+        .iter()
+        .find(|o| o.check == evident_agent::checks::CheckKind::Patch)
+        .context("a patch item")?;
+    let mut line = String::from(
+        "### Stored bytes per item\n\n| item | encoded | stored per item (database + indexes) |\n|---|---:|---:|\n",
+    );
+    let mut typical = 0.0;
+    for (name, observation) in [("typical patch", typical_patch), ("heavy patch", heavy)] {
+        let per_item = stored_bytes_per_item(work, observation, 10_000)?;
+        let encoded = evident_agent::convert::evidence_item(1, observation).encoded_len();
+        let _ = writeln!(line, "| {name} | {encoded} B | {per_item:.0} B |");
+        if name == "typical patch" {
+            typical = per_item;
+        }
+    }
+    report.sections.push(line);
+    report.figure(
+        "stored bytes per evidence item (database + indexes), typical patch item",
+        "<= 400 B",
+        format!("{typical:.0} B"),
+        Some(typical <= 400.0),
+    );
+    Ok(())
+}
+
+/// Appends `count` copies of one item through the store (one item per batch, as one cycle's
+/// patch item arrives) and divides the database's growth by `count`.
+fn stored_bytes_per_item(
+    work: &Path,
+    observation: &Observation,
+    count: usize,
+) -> anyhow::Result<f64> {
+    use evident_collector::store::{BatchToAppend, ItemToAppend, Store};
+    let dir = tempfile::tempdir_in(work)?;
+    let path = dir.path().join("collector.db");
+    let store = Store::open_or_create(&path)?;
+    let identity = enrolled_identity(&store, dir.path())?;
+    let size = |path: &Path| -> anyhow::Result<u64> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")?;
+        let pages: i64 = conn.pragma_query_value(None, "page_count", |r| r.get(0))?;
+        let page: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
+        let free: i64 = conn.pragma_query_value(None, "freelist_count", |r| r.get(0))?;
+        Ok(u64::try_from((pages - free) * page).unwrap_or(0))
+    };
+    let before = size(&path)?;
+    for sequence in 1..=count as u64 {
+        let item = evident_agent::convert::evidence_item(sequence, observation);
+        let bytes = item.encode_to_vec();
+        let items = evident_proto::v1::ItemList { items: vec![item] }.encode_to_vec();
+        store.append_batch(
+            &identity,
+            &BatchToAppend {
+                items_bytes: items,
+                signature: vec![0; 72],
+                signature_algorithm: 1,
+                items: vec![ItemToAppend {
+                    sequence,
+                    check: evident_collector::model::CheckKind::Patch,
+                    gap_from: None,
+                    observed_at_ms: observation.observed_at_unix_ms,
+                    bytes,
+                }],
+                agent_clock_skew_ms: Some(0),
+            },
+            evident_collector::model::now_unix_ms(),
+        )?;
+    }
+    drop(store);
+    let after = size(&path)?;
+    Ok((after - before) as f64 / count as f64)
+}
+
+/// Enrols one agent directly in `store` under a CA made in `dir`.
+fn enrolled_identity(
+    store: &evident_collector::store::Store,
+    dir: &Path,
+) -> anyhow::Result<evident_collector::store::CertIdentity> {
+    use evident_collector::ca::{CaPaths, CertificateAuthority};
+    let ca = CertificateAuthority::load_or_create(&CaPaths::new(dir))?;
+    let key = rcgen::KeyPair::generate()?;
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())?.serialize_request(&key)?;
+    let now = evident_collector::model::now_unix_ms();
+    store.create_token(b"bench", now, now + 60_000, 1)?;
+    let host = evident_collector::model::HostFacts {
+        hostname: "bench".into(),
+        os_family: "linux".into(),
+        ..Default::default()
+    };
+    let enrolled = store.enroll(b"bench", now, &host, "agt-bench", |id| {
+        ca.sign_agent_csr(csr.der(), id, time::Duration::days(1))
+    })?;
+    let fingerprint = ring::digest::digest(&ring::digest::SHA256, &enrolled.cert.der);
+    store
+        .certificate_identity(fingerprint.as_ref())?
+        .context("the enrolled agent's identity")
+}
+
+/// Idle connections and memory per 1,000 agents at several sizes, then policy evaluation of
+/// the whole fleet after a policy change.
+async fn fleet_figures(
+    work: &Path,
+    cycle: &Arc<Vec<Observation>>,
+    config: &SuiteConfig,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let largest = config.idle_agents.iter().copied().max().unwrap_or(0);
+    if largest == 0 {
+        return Ok(());
+    }
+    let collector = CollectorProcess::start(&work.join("fleet"), &[])?;
+    let started = Instant::now();
+    let fleet = fleet::enrol(
+        &collector.url,
+        &collector.token(largest)?,
+        collector.fingerprint,
+        largest,
+        32,
+    )
+    .await?;
+    let enrol_secs = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = measure::memory(collector.pid())
+        .context("collector memory")?
+        .rss;
+    let mut table = format!(
+        "### Idle connections\n\n{largest} agents enrolled in {enrol_secs:.1} s ({:.0}/s). Collector resident memory with that many agents holding an idle mTLS Report stream open (baseline with none: {:.1} MiB):\n\n| connected | collector RSS | per 1,000 agents |\n|---:|---:|---:|\n",
+        largest as f64 / enrol_secs,
+        mib(base)
+    );
+    let mut streams = Vec::new();
+    let mut opened = 0;
+    let mut per_thousand_at_largest = None;
+    for &size in &config.idle_agents {
+        let batch = fleet::hold_idle(&collector.url, &fleet[opened..size], 64).await?;
+        opened = size;
+        streams.push(batch);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = measure::memory(collector.pid())
+            .context("collector memory")?
+            .rss;
+        let per_thousand = (rss.saturating_sub(base)) as f64 / size as f64 * 1000.0;
+        let _ = writeln!(
+            table,
+            "| {size} | {:.1} MiB | {:.2} MiB |",
+            mib(rss),
+            mib(per_thousand as u64)
+        );
+        println!("idle {size}: rss {:.1} MiB", mib(rss));
+        if size == largest {
+            per_thousand_at_largest = Some(per_thousand);
+        }
+    }
+    let connected: usize = streams.iter().map(fleet::IdleStreams::len).sum();
+    drop(streams);
+    report.sections.push(table);
+    report.figure(
+        "concurrently connected idle agents on one collector",
+        ">= 10,000 here",
+        format!("{connected}"),
+        Some(connected >= 10_000),
+    );
+    if let Some(per) = per_thousand_at_largest {
+        report.figure(
+            "collector memory per 1,000 connected agents",
+            "<= 24 MiB",
+            format!("{:.2} MiB (at {largest})", mib(per as u64)),
+            Some(per <= 24.0 * 1024.0 * 1024.0),
+        );
+    }
+
+    // One cycle from every agent, then judge them all after a policy change.
+    let once = Load {
+        connections: 256,
+        cycles_per_batch: 1,
+        batches_per_session: 1,
+        rate: 0.0,
+        duration: Duration::from_secs(600),
+    };
+    let (sent, _) = fleet::stream_once(&collector.url, fleet, cycle.clone(), once).await?;
+    anyhow::ensure!(
+        sent.errors == 0,
+        "one cycle per agent: {:?}",
+        sent.first_error
+    );
+    let data_dir = collector.stop()?;
+    let mut table = String::from(
+        "### Policy evaluation after a policy change\n\nEvery rule of the default policy on every host, from the store, after a new policy version; includes writing the changed results and opening the corrective actions.\n\n| hosts | seconds | results written | action events |\n|---:|---:|---:|---:|\n",
+    );
+    let mut largest_secs = None;
+    for &size in &config.idle_agents {
+        let (secs, pass) = evaluate_after_change(&data_dir, size)?;
+        let _ = writeln!(
+            table,
+            "| {size} | {secs:.2} | {} | {} |",
+            pass.results_recorded, pass.action_events
+        );
+        println!("policy evaluation {size}: {secs:.2} s");
+        if size == largest {
+            largest_secs = Some(secs);
+        }
+    }
+    report.sections.push(table);
+    if let Some(secs) = largest_secs {
+        report.figure(
+            "policy evaluation of 10,000 hosts after a policy change",
+            "<= 5 s",
+            format!("{secs:.2} s at {largest} hosts"),
+            Some(secs <= 5.0 && largest >= 10_000),
+        );
+    }
+    Ok(())
+}
+
+/// Activates a new policy version and judges the first `hosts` agents; returns the seconds.
+fn evaluate_after_change(
+    data_dir: &Path,
+    hosts: usize,
+) -> anyhow::Result<(f64, evident_collector::evaluate::Pass)> {
+    use evident_collector::evaluate::{ActivePolicy, Evaluator};
+    use evident_collector::policy::{DEFAULT_POLICY, Policy};
+    let store = Arc::new(evident_collector::store::Store::open_existing(
+        &data_dir.join("collector.db"),
+    )?);
+    let text = format!("{DEFAULT_POLICY}\n# bench variant for {hosts} hosts\n");
+    let policy = Policy::parse(&text, "bench")?;
+    let now = evident_collector::model::now_unix_ms();
+    let version =
+        store.activate_policy(&policy.sha256, &policy.name, "bench", &policy.text, now)?;
+    let evaluator = Evaluator::new(
+        store.clone(),
+        ActivePolicy {
+            version,
+            policy: Arc::new(policy),
+        },
+    );
+    let only: HashSet<String> = store
+        .hosts_as_of(now)?
+        .into_iter()
+        .take(hosts)
+        .map(|h| h.agent_id)
+        .collect();
+    let started = Instant::now();
+    let pass = evaluator.run(Some(&only), now)?;
+    Ok((started.elapsed().as_secs_f64(), pass))
+}
+
+fn render(config: &SuiteConfig, report: &Report) -> String {
+    let mut out = String::from("# Benchmarks\n\n");
+    let _ = writeln!(
+        out,
+        "Measured {} on {} at commit {}, with:\n\n```sh\n{}\n```\n",
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+        machine(),
+        git_commit(),
+        config.command
+    );
+    out.push_str("Release build. The collector and the fleet simulator (`evident-bench`) run as separate processes on the same machine and share its cores; the simulator does real TLS handshakes and ECDSA signatures for every agent. No figure here is asserted in a test.\n\n| figure | target | measured | met |\n|---|---|---|---|\n");
+    for f in &report.figures {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            f.name,
+            f.target,
+            f.measured,
+            match f.met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "-",
+            }
+        );
+    }
+    for section in &report.sections {
+        out.push('\n');
+        out.push_str(section);
+        out.push('\n');
+    }
+    out
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().to_owned()))
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{cores} cores ({cpu}), {memory} memory, Linux {}",
+        kernel.trim()
+    )
+}
+
+fn git_commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or("unknown".into(), |o| {
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        })
+}
