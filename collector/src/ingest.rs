@@ -13,7 +13,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::model::now_unix_ms;
 use crate::rpc_error::RpcError;
 use crate::signature;
-use crate::store::{BatchToAppend, CertIdentity, ItemToAppend, Store};
+use crate::store::{AppendError, Appended, BatchToAppend, CertIdentity, ItemToAppend, Store};
 
 #[derive(Debug, Clone, Copy)]
 pub struct IngestLimits {
@@ -30,9 +30,81 @@ pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 20_000;
 /// SQLite has one writer: more batches in flight than this only wait in memory.
 pub const DEFAULT_MAX_IN_FLIGHT_BATCHES: usize = 256;
 
+/// Most batches committed in one transaction.
+const MAX_GROUP_COMMIT: usize = 512;
+
+/// A batch waiting for the writer, with where to send its result.
+#[derive(Debug)]
+struct Job {
+    identity: CertIdentity,
+    batch: BatchToAppend,
+    received_at_ms: i64,
+    reply: tokio::sync::oneshot::Sender<Result<Appended, AppendError>>,
+}
+
+/// The one thread that appends batches. It commits every batch waiting at that moment in one
+/// transaction (group commit), so a thousand agents cost one durable write per round instead
+/// of one each; every batch still gets its ack only after that commit.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub fn start(store: Arc<Store>, capacity: usize) -> std::io::Result<Writer> {
+        let (jobs, mut queue) = mpsc::channel::<Job>(capacity.max(1));
+        std::thread::Builder::new()
+            .name("evident-writer".into())
+            .spawn(move || {
+                while let Some(first) = queue.blocking_recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP_COMMIT {
+                        match queue.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let batches: Vec<_> = group
+                        .iter()
+                        .map(|j| (&j.identity, &j.batch, j.received_at_ms))
+                        .collect();
+                    let results = store.append_batches(&batches);
+                    debug!(batches = group.len(), "group committed");
+                    for (job, result) in group.into_iter().zip(results) {
+                        let _ = job.reply.send(result);
+                    }
+                }
+            })?;
+        Ok(Writer { jobs })
+    }
+
+    /// Appends one batch; returns after the transaction holding it committed (or failed).
+    async fn append(
+        &self,
+        identity: CertIdentity,
+        batch: BatchToAppend,
+        received_at_ms: i64,
+    ) -> Result<Appended, RpcError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job {
+                identity,
+                batch,
+                received_at_ms,
+                reply,
+            })
+            .await
+            .map_err(|_| RpcError::Internal("the evidence writer stopped".into()))?;
+        Ok(answer
+            .await
+            .map_err(|_| RpcError::Internal("the evidence writer stopped".into()))??)
+    }
+}
+
 #[derive(Debug)]
 pub struct EvidenceService {
     store: Arc<Store>,
+    writer: Writer,
     limits: IngestLimits,
     streams: Arc<tokio::sync::Semaphore>,
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -56,8 +128,10 @@ impl EvidenceService {
         limits: IngestLimits,
         ca: Arc<crate::ca::CertificateAuthority>,
         agent_cert_lifetime: time::Duration,
-    ) -> Self {
-        EvidenceService {
+    ) -> std::io::Result<Self> {
+        let writer = Writer::start(store.clone(), limits.max_in_flight_batches)?;
+        Ok(EvidenceService {
+            writer,
             store,
             streams: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_streams)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight_batches)),
@@ -65,7 +139,7 @@ impl EvidenceService {
             ca,
             agent_cert_lifetime,
             arrivals: None,
-        }
+        })
     }
 
     /// Reports each agent whose new evidence committed to `arrivals`.
@@ -218,7 +292,7 @@ pub fn validate_batch(batch: v1::Batch, max_items: usize) -> Result<BatchToAppen
 }
 
 async fn handle_batch(
-    store: &Arc<Store>,
+    writer: &Writer,
     sender: &Sender,
     batch: v1::Batch,
     limits: IngestLimits,
@@ -234,12 +308,9 @@ async fn handle_batch(
         &validated.items_bytes,
         &validated.signature,
     )?;
-    let store = store.clone();
-    let identity = sender.identity.clone();
-    let appended =
-        tokio::task::spawn_blocking(move || store.append_batch(&identity, &validated, received_at))
-            .await
-            .map_err(|e| RpcError::Internal(e.to_string()))??;
+    let appended = writer
+        .append(sender.identity.clone(), validated, received_at)
+        .await?;
     Ok(v1::Ack {
         batch_id,
         stored: appended.stored,
@@ -306,7 +377,7 @@ impl v1::evidence_server::Evidence for EvidenceService {
         let span = info_span!("report", agent = %sender.identity.agent_id);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(4);
-        let store = self.store.clone();
+        let writer = self.writer.clone();
         let limits = self.limits;
         let in_flight = self.in_flight.clone();
         let arrivals = self.arrivals.clone();
@@ -341,7 +412,7 @@ impl v1::evidence_server::Evidence for EvidenceService {
                             .await;
                         break;
                     };
-                    match handle_batch(&store, &sender, batch, limits).await {
+                    match handle_batch(&writer, &sender, batch, limits).await {
                         Ok(ack) => {
                             info!(batch_id, stored = ack.stored, duplicates = ack.duplicates, "batch stored");
                             if ack.stored > 0

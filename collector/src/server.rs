@@ -125,6 +125,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         ca.clone(),
         lifetime,
     )
+    .context("start the evidence writer")?
     .with_arrivals(arrivals);
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))

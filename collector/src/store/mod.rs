@@ -43,6 +43,9 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// The transaction that held this batch together with others failed: nothing was stored.
+    #[error("database error: {0}")]
+    GroupCommit(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -416,138 +419,53 @@ impl Store {
         batch: &BatchToAppend,
         now_ms: i64,
     ) -> Result<Appended, AppendError> {
+        self.append_batches(&[(identity, batch, now_ms)])
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("no result for the batch".into()).into()))
+    }
+
+    /// Appends several batches in one transaction (group commit: one durable write for all),
+    /// each inside its own savepoint, so a refused batch leaves the others untouched. Returns
+    /// one result per batch, in order; when the commit fails, every batch gets its error and
+    /// nothing is stored.
+    pub fn append_batches(
+        &self,
+        batches: &[(&CertIdentity, &BatchToAppend, i64)],
+    ) -> Vec<Result<Appended, AppendError>> {
         let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let agent_id = identity.agent_id.as_str();
-        // Checked in the transaction that appends, so a revocation takes effect on the next
-        // batch even of a stream that was opened before it.
-        let state: String = tx.query_row(
-            "SELECT state FROM agents WHERE agent_id = ?1",
-            [agent_id],
-            |r| r.get(0),
-        )?;
-        if state != "active" {
-            return Err(AppendError::NotActive {
-                agent_id: agent_id.to_owned(),
-                state,
-            });
-        }
-        let head: Option<(u64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT sequence, hash FROM evidence WHERE agent_id = ?1 ORDER BY sequence DESC LIMIT 1",
-                [agent_id],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-            )
-            .optional()?;
-        let mut duplicates = 0;
-        let mut first_new = batch.items.len();
-        let mut cached_batch: Option<(i64, Vec<Vec<u8>>)> = None;
-        for (index, item) in batch.items.iter().enumerate() {
-            let last_stored = match &head {
-                Some((last, _)) if item.sequence <= *last => *last,
-                _ => {
-                    first_new = index;
-                    break;
+        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(error) => {
+                let error = StoreError::from(error);
+                return batches
+                    .iter()
+                    .map(|_| Err(AppendError::Store(same_error(&error))))
+                    .collect();
+            }
+        };
+        let mut results = Vec::with_capacity(batches.len());
+        for (identity, batch, now_ms) in batches {
+            let result = match tx.savepoint() {
+                Ok(mut savepoint) => {
+                    let result = append_in(&mut savepoint, identity, batch, *now_ms);
+                    match result {
+                        Ok(appended) => savepoint.commit().map(|()| appended).map_err(Into::into),
+                        // Dropping the savepoint rolls this batch back.
+                        Err(error) => Err(error),
+                    }
                 }
+                Err(error) => Err(error.into()),
             };
-            if item.gap_from.is_some() {
-                // A gap record for items that did arrive (their ack was lost before the agent
-                // dropped them): nothing is missing, so there is nothing to record.
-                duplicates += 1;
-                continue;
-            }
-            let existing: Option<(i64, i64)> = tx
-                .query_row(
-                    "SELECT batch_id, item_index FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
-                    params![agent_id, item.sequence as i64],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let (batch_id, item_index) = existing.ok_or(AppendError::OutOfOrder {
-                sequence: item.sequence,
-                last_stored,
-            })?;
-            if cached_batch.as_ref().map(|(id, _)| *id) != Some(batch_id) {
-                let bytes: Vec<u8> =
-                    tx.query_row("SELECT items FROM batches WHERE id = ?1", [batch_id], |r| {
-                        r.get(0)
-                    })?;
-                let items = crate::convert::split_item_list(&bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: {e}")))?;
-                cached_batch = Some((batch_id, items));
-            }
-            let stored = cached_batch
-                .as_ref()
-                .and_then(|(_, items)| items.get(item_index as usize));
-            if stored != Some(&item.bytes) {
-                return Err(AppendError::ConflictingResend {
-                    sequence: item.sequence,
-                });
-            }
-            duplicates += 1;
+            results.push(result);
         }
-        let new_items = &batch.items[first_new..];
-        // Sequences continue without holes; a hole is allowed only before a gap record, which
-        // says that everything up to its own sequence that did not arrive was dropped, and why.
-        let mut expected = head.as_ref().map_or(1, |(last, _)| last + 1);
-        for item in new_items {
-            let explained = item.gap_from.is_some();
-            if item.sequence != expected && !explained {
-                return Err(AppendError::UnexplainedJump {
-                    sequence: item.sequence,
-                    last_stored: expected - 1,
-                    missing: if item.sequence == expected + 1 {
-                        format!("sequence {expected} is")
-                    } else {
-                        format!("sequences {expected}..={} are", item.sequence - 1)
-                    },
-                });
-            }
-            expected = item.sequence + 1;
+        if let Err(error) = tx.commit() {
+            let error = StoreError::from(error);
+            return batches
+                .iter()
+                .map(|_| Err(AppendError::Store(same_error(&error))))
+                .collect();
         }
-        if !new_items.is_empty() {
-            tx.execute(
-                "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, signature,
-                                      signature_algorithm, agent_clock_skew_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    agent_id,
-                    identity.certificate_id,
-                    now_ms,
-                    batch.items_bytes,
-                    batch.signature,
-                    batch.signature_algorithm,
-                    batch.agent_clock_skew_ms
-                ],
-            )?;
-            let batch_id = tx.last_insert_rowid();
-            let mut prev_hash = head.map_or(chain::GENESIS.to_vec(), |(_, hash)| hash);
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO evidence (agent_id, sequence, batch_id, item_index, check_kind,
-                                       observed_at_ms, received_at_ms, prev_hash, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            for (offset, item) in new_items.iter().enumerate() {
-                let hash = chain::item_hash(&prev_hash, agent_id, &item.bytes);
-                insert.execute(params![
-                    agent_id,
-                    item.sequence as i64,
-                    batch_id,
-                    (first_new + offset) as i64,
-                    item.check.number(),
-                    item.observed_at_ms,
-                    now_ms,
-                    prev_hash,
-                    hash.as_slice()
-                ])?;
-                prev_hash = hash.to_vec();
-            }
-        }
-        tx.commit()?;
-        Ok(Appended {
-            stored: new_items.len() as u64,
-            duplicates,
-        })
+        results
     }
 
     /// Agent ids in a stable order.
@@ -675,6 +593,144 @@ impl Store {
     }
 }
 
+/// One batch's append inside the caller's transaction or savepoint.
+fn append_in(
+    tx: &mut rusqlite::Savepoint<'_>,
+    identity: &CertIdentity,
+    batch: &BatchToAppend,
+    now_ms: i64,
+) -> Result<Appended, AppendError> {
+    let agent_id = identity.agent_id.as_str();
+    // Checked in the transaction that appends, so a revocation takes effect on the next
+    // batch even of a stream that was opened before it.
+    let state: String = tx.query_row(
+        "SELECT state FROM agents WHERE agent_id = ?1",
+        [agent_id],
+        |r| r.get(0),
+    )?;
+    if state != "active" {
+        return Err(AppendError::NotActive {
+            agent_id: agent_id.to_owned(),
+            state,
+        });
+    }
+    let head: Option<(u64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT sequence, hash FROM evidence WHERE agent_id = ?1 ORDER BY sequence DESC LIMIT 1",
+                [agent_id],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?;
+    let mut duplicates = 0;
+    let mut first_new = batch.items.len();
+    let mut cached_batch: Option<(i64, Vec<Vec<u8>>)> = None;
+    for (index, item) in batch.items.iter().enumerate() {
+        let last_stored = match &head {
+            Some((last, _)) if item.sequence <= *last => *last,
+            _ => {
+                first_new = index;
+                break;
+            }
+        };
+        if item.gap_from.is_some() {
+            // A gap record for items that did arrive (their ack was lost before the agent
+            // dropped them): nothing is missing, so there is nothing to record.
+            duplicates += 1;
+            continue;
+        }
+        let existing: Option<(i64, i64)> = tx
+            .query_row(
+                "SELECT batch_id, item_index FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
+                params![agent_id, item.sequence as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (batch_id, item_index) = existing.ok_or(AppendError::OutOfOrder {
+            sequence: item.sequence,
+            last_stored,
+        })?;
+        if cached_batch.as_ref().map(|(id, _)| *id) != Some(batch_id) {
+            let bytes: Vec<u8> =
+                tx.query_row("SELECT items FROM batches WHERE id = ?1", [batch_id], |r| {
+                    r.get(0)
+                })?;
+            let items = crate::convert::split_item_list(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: {e}")))?;
+            cached_batch = Some((batch_id, items));
+        }
+        let stored = cached_batch
+            .as_ref()
+            .and_then(|(_, items)| items.get(item_index as usize));
+        if stored != Some(&item.bytes) {
+            return Err(AppendError::ConflictingResend {
+                sequence: item.sequence,
+            });
+        }
+        duplicates += 1;
+    }
+    let new_items = &batch.items[first_new..];
+    // Sequences continue without holes; a hole is allowed only before a gap record, which
+    // says that everything up to its own sequence that did not arrive was dropped, and why.
+    let mut expected = head.as_ref().map_or(1, |(last, _)| last + 1);
+    for item in new_items {
+        let explained = item.gap_from.is_some();
+        if item.sequence != expected && !explained {
+            return Err(AppendError::UnexplainedJump {
+                sequence: item.sequence,
+                last_stored: expected - 1,
+                missing: if item.sequence == expected + 1 {
+                    format!("sequence {expected} is")
+                } else {
+                    format!("sequences {expected}..={} are", item.sequence - 1)
+                },
+            });
+        }
+        expected = item.sequence + 1;
+    }
+    if !new_items.is_empty() {
+        tx.execute(
+            "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, signature,
+                                      signature_algorithm, agent_clock_skew_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                agent_id,
+                identity.certificate_id,
+                now_ms,
+                batch.items_bytes,
+                batch.signature,
+                batch.signature_algorithm,
+                batch.agent_clock_skew_ms
+            ],
+        )?;
+        let batch_id = tx.last_insert_rowid();
+        let mut prev_hash = head.map_or(chain::GENESIS.to_vec(), |(_, hash)| hash);
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO evidence (agent_id, sequence, batch_id, item_index, check_kind,
+                                       observed_at_ms, received_at_ms, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for (offset, item) in new_items.iter().enumerate() {
+            let hash = chain::item_hash(&prev_hash, agent_id, &item.bytes);
+            insert.execute(params![
+                agent_id,
+                item.sequence as i64,
+                batch_id,
+                (first_new + offset) as i64,
+                item.check.number(),
+                item.observed_at_ms,
+                now_ms,
+                prev_hash,
+                hash.as_slice()
+            ])?;
+            prev_hash = hash.to_vec();
+        }
+    }
+    Ok(Appended {
+        stored: new_items.len() as u64,
+        duplicates,
+    })
+}
+
 /// Reads batches on a connection already held (see `Store::for_each_evidence`).
 #[derive(Debug)]
 pub struct BatchReader<'a> {
@@ -703,6 +759,17 @@ fn stored_batch(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredBatch> {
         signature: r.get(4)?,
         signature_algorithm: r.get(5)?,
     })
+}
+
+/// The same store error for each batch of a failed group commit.
+fn same_error(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Full(e) => StoreError::Full(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some(e.to_string()),
+        )),
+        other => StoreError::GroupCommit(other.to_string()),
+    }
 }
 
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
@@ -770,6 +837,88 @@ mod tests {
         store
             .create_token(hash(stored).as_ref(), 0, 1, 1)
             .expect("a write fits again");
+    }
+
+    fn enrolled(store: &Store, dir: &Path) -> CertIdentity {
+        let ca = crate::ca::CertificateAuthority::load_or_create(&crate::ca::CaPaths::new(dir))
+            .expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .expect("params")
+            .serialize_request(&key)
+            .expect("csr");
+        store.create_token(b"t", 0, i64::MAX, 1).expect("token");
+        let enrolled = store
+            .enroll(b"t", 1, &HostFacts::default(), "agt-1", |id| {
+                ca.sign_agent_csr(csr.der(), id, time::Duration::days(1))
+            })
+            .expect("enrol");
+        let fingerprint = ring::digest::digest(&ring::digest::SHA256, &enrolled.cert.der);
+        store
+            .certificate_identity(fingerprint.as_ref())
+            .expect("read")
+            .expect("identity")
+    }
+
+    fn batch(sequences: &[u64]) -> BatchToAppend {
+        BatchToAppend {
+            items_bytes: sequences.iter().flat_map(|s| s.to_be_bytes()).collect(),
+            signature: vec![1],
+            signature_algorithm: 1,
+            items: sequences
+                .iter()
+                .map(|&sequence| ItemToAppend {
+                    sequence,
+                    check: CheckKind::Inventory,
+                    gap_from: None,
+                    observed_at_ms: 1,
+                    bytes: sequence.to_be_bytes().to_vec(),
+                })
+                .collect(),
+            agent_clock_skew_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_group_commit_refuses_one_batch_and_keeps_the_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
+        let identity = enrolled(&store, dir.path());
+        let (first, jump, next) = (batch(&[1, 2]), batch(&[5]), batch(&[3]));
+        let results = store.append_batches(&[
+            (&identity, &first, 10),
+            (&identity, &jump, 10),
+            (&identity, &next, 10),
+        ]);
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0].as_ref().expect("first").stored, 2);
+        assert!(
+            matches!(
+                results[1],
+                Err(AppendError::UnexplainedJump { sequence: 5, .. })
+            ),
+            "{:?}",
+            results[1]
+        );
+        assert_eq!(
+            results[2]
+                .as_ref()
+                .expect("a later batch sees the earlier one")
+                .stored,
+            1
+        );
+        let mut sequences = Vec::new();
+        store
+            .for_each_evidence(Some("agt-1"), |row, _| {
+                sequences.push(row.sequence);
+                Ok(true)
+            })
+            .expect("read");
+        assert_eq!(
+            sequences,
+            [1, 2, 3],
+            "the refused batch left nothing behind"
+        );
     }
 
     #[test]
