@@ -9,12 +9,14 @@ use serde::Serialize;
 
 use crate::evaluate::ActivePolicy;
 use crate::model::format_unix_ms;
-use crate::policy::Rule;
 use crate::policy::judge::{HostView, Judgement, RuleOutcome};
+use crate::policy::{Condition, Rule};
 use crate::store::{ActionRow, EventError, EventRow, Store, StoreError};
 
 /// The actor of transitions the collector makes from evidence.
 pub const SYSTEM: &str = "system";
+/// How far an agent's clock may lag before evidence it observed counts as observed earlier.
+pub const CLOCK_TOLERANCE_MS: i64 = 15 * 60_000;
 /// The longest a risk may be accepted for before it must be looked at again.
 pub const MAX_RISK_ACCEPTANCE_DAYS: i64 = 3 * 365;
 
@@ -172,7 +174,7 @@ pub fn request(
                 state.allowed().join(", ")
             ));
         }
-        let mut event = carried(current, now_ms, actor, reason);
+        let mut event = carried(current, now_ms.max(current.at_ms + 1), actor, reason);
         match request {
             Request::Ack { owner } => {
                 event.kind = "acknowledged".into();
@@ -260,10 +262,26 @@ pub fn drive(
         let Some(state) = State::parse(&current.state) else {
             return Ok(None);
         };
-        // Only evidence that arrived after the newest event may move the action.
-        let fresh = judgement
-            .decided_by_received_ms
-            .is_none_or(|t| t > current.at_ms);
+        // Only evidence that arrived, and was observed, after the newest event may move the
+        // action: a late delivery from an agent's spool must not undo a resolution. A verdict
+        // that rests on silence counts once the silence outlasted its threshold since then.
+        let fresh = match (
+            judgement.decided_by_received_ms,
+            judgement.decided_by_observed_ms,
+        ) {
+            (Some(received), observed) => {
+                received > current.at_ms
+                    && observed.is_none_or(|o| o > current.at_ms - CLOCK_TOLERANCE_MS)
+            }
+            (None, _) => match rule.condition {
+                Condition::AgentReporting { max_silence_ms } => {
+                    now_ms.saturating_sub(current.at_ms) > max_silence_ms
+                }
+                _ => true,
+            },
+        };
+        // Events of one action never go back in time, whatever the clocks of the steps.
+        let now_ms = now_ms.max(current.at_ms + 1);
         let expired =
             state == State::RiskAccepted && current.risk_expires_at_ms.is_some_and(|t| now_ms >= t);
         let mut event = carried(current, now_ms, SYSTEM, &judgement.detail);

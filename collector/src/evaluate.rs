@@ -13,7 +13,7 @@ use crate::convert;
 use crate::model::{CheckKind, Outcome};
 use crate::policy::judge::{self, HostView, Judgement, Observed, Seen};
 use crate::policy::{Condition, Policy};
-use crate::store::{HostRow, ResultRow, Store, StoreError};
+use crate::store::{HostRow, ItemRow, ResultRow, Store, StoreError};
 
 /// A policy with the version the store gave it.
 #[derive(Debug, Clone)]
@@ -80,16 +80,7 @@ pub fn host_view(
         let Some(kind) = CheckKind::from_number(item.check_kind) else {
             continue;
         };
-        let outcome = match convert::decode_item(0, &item.bytes) {
-            Ok(decoded) => decoded.outcome,
-            Err(error) => Outcome::Error {
-                reason: format!(
-                    "stored item {} cannot be decoded ({error}): run `evident-collector verify`",
-                    item.sequence
-                ),
-                source: "collector".into(),
-            },
-        };
+        let outcome = decode_outcome(&item);
         view.latest.insert(
             kind,
             Observed {
@@ -113,19 +104,64 @@ pub fn host_view(
             },
         });
     }
-    if let Some(Observed {
-        outcome: Outcome::Inventory(inventory),
-        ..
-    }) = view.latest.get(&CheckKind::Inventory)
-    {
-        if let Some(hostname) = &inventory.hostname {
-            view.hostname = hostname.clone();
+    // Tags and OS come from the newest inventory that succeeded: a failed inventory run must
+    // not take the host out of the scope of its rules.
+    let mut inventory = match view.latest.get(&CheckKind::Inventory) {
+        Some(Observed {
+            outcome: Outcome::Inventory(facts),
+            ..
+        }) => Some(facts.clone()),
+        Some(newest) => {
+            let mut found = None;
+            let mut looked = 0;
+            store.walk_back(
+                &row.agent_id,
+                CheckKind::Inventory.number(),
+                newest.sequence,
+                as_of_ms,
+                |item| {
+                    looked += 1;
+                    if let Outcome::Inventory(facts) = decode_outcome(&item) {
+                        found = Some(facts);
+                    }
+                    found.is_none() && looked < INVENTORY_LOOKBACK
+                },
+            )?;
+            found
         }
-        view.os_family = inventory.os_family.clone();
-        view.tags = inventory.tags.clone();
+        None => None,
+    };
+    if let Some(inventory) = inventory.take() {
+        if let Some(hostname) = inventory.hostname {
+            view.hostname = hostname;
+        }
+        view.os_family = inventory.os_family;
+        view.tags = inventory.tags;
     }
     patch_history(store, policy, &mut view, as_of_ms)?;
     Ok(view)
+}
+
+/// How many failed inventory items to look past for the newest successful one.
+const INVENTORY_LOOKBACK: usize = 100;
+
+/// The facts of a stored item, or an error outcome saying why they cannot be read.
+fn decode_outcome(item: &ItemRow) -> Outcome {
+    let decoded = item
+        .bytes
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|bytes| convert::decode_item(0, bytes).map_err(|e| e.to_string()));
+    match decoded {
+        Ok(decoded) => decoded.outcome,
+        Err(error) => Outcome::Error {
+            reason: format!(
+                "stored item {} cannot be read ({error}): run `evident-collector verify`",
+                item.sequence
+            ),
+            source: "collector".into(),
+        },
+    }
 }
 
 /// Fills in since when the newest patch item's security updates and reboot have been pending,
@@ -166,15 +202,7 @@ fn patch_history(
         .pending
         .iter()
         .filter(|u| u.security)
-        .map(|u| {
-            (
-                (
-                    u.name.clone(),
-                    u.available_version.clone().unwrap_or_default(),
-                ),
-                first,
-            )
-        })
+        .map(|u| (judge::pending_key(u), first))
         .collect();
     let mut open: HashSet<(String, String)> = since.keys().cloned().collect();
     let mut reboot = (facts.reboot.required == Some(true)).then_some(first);
@@ -189,12 +217,10 @@ fn patch_history(
         *newest,
         as_of_ms,
         |item| {
-            let Ok(decoded) = convert::decode_item(0, &item.bytes) else {
-                return true;
-            };
+            let within = item.observed_at_ms >= stop_before_ms;
             // An error item says nothing either way: the run goes on past it.
-            let Outcome::Patch(facts) = decoded.outcome else {
-                return true;
+            let Outcome::Patch(facts) = decode_outcome(&item) else {
+                return within;
             };
             let seen = Seen {
                 sequence: item.sequence,
@@ -204,12 +230,7 @@ fn patch_history(
                 .pending
                 .iter()
                 .filter(|u| u.security)
-                .map(|u| {
-                    (
-                        u.name.clone(),
-                        u.available_version.clone().unwrap_or_default(),
-                    )
-                })
+                .map(judge::pending_key)
                 .collect();
             open.retain(|key| {
                 let still = listed.contains(key);
@@ -225,7 +246,7 @@ fn patch_history(
                     reboot_open = false;
                 }
             }
-            (!open.is_empty() || reboot_open) && item.observed_at_ms >= stop_before_ms
+            (!open.is_empty() || reboot_open) && within
         },
     )?;
     view.security_pending_since = since;
@@ -441,18 +462,37 @@ impl PolicySource {
 }
 
 /// Loads the policy `serve` starts with and records it as the version in force. A file that
-/// does not validate stops `serve` from starting (a running collector keeps its policy instead:
-/// see `run_loop`).
+/// does not validate is refused, and the collector keeps the newest policy it recorded before
+/// (so a bad edit never stops ingest); only with none recorded does `serve` refuse to start.
 pub fn starting_policy(
     store: &Arc<Store>,
     source: &PolicySource,
     now_ms: i64,
 ) -> anyhow::Result<Evaluator> {
-    let policy = source.load().map_err(|error| {
-        anyhow::anyhow!(
-            "policy refused: {error}; check it with `evident-collector policy check FILE`"
-        )
-    })?;
+    let policy = match source.load() {
+        Ok(policy) => policy,
+        Err(error) => {
+            let Some(row) = store.policy_as_of(None)? else {
+                anyhow::bail!(
+                    "policy refused: {error}; check it with `evident-collector policy check FILE`"
+                );
+            };
+            let kept = Policy::parse(&row.text, &row.source).map_err(|stored| {
+                anyhow::anyhow!(
+                    "policy refused: {error}; the version in force ({}) does not validate either: {stored}",
+                    row.version
+                )
+            })?;
+            tracing::error!(%error, kept_version = row.version, "policy file refused: keeping the policy in force");
+            return Ok(Evaluator::new(
+                store.clone(),
+                ActivePolicy {
+                    version: row.version,
+                    policy: Arc::new(kept),
+                },
+            ));
+        }
+    };
     let version = store.activate_policy(
         &policy.sha256,
         &policy.name,

@@ -64,9 +64,14 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    // Arrival is stamped when the group is stored, not when the batch was read
+                    // off the wire: evidence judged "arrived after" an action's event must not
+                    // become visible only later.
+                    let stored_at = now_unix_ms()
+                        .max(group.iter().map(|j| j.received_at_ms).max().unwrap_or(0));
                     let batches: Vec<_> = group
                         .iter()
-                        .map(|j| (&j.identity, &j.batch, j.received_at_ms))
+                        .map(|j| (&j.identity, &j.batch, stored_at))
                         .collect();
                     let results = store.append_batches(&batches);
                     debug!(batches = group.len(), "group committed");

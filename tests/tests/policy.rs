@@ -507,6 +507,22 @@ fn a_deviation_is_opened_acknowledged_resolved_verified_reopened_and_risk_accept
         collector.admin(&["verify"]).ok(),
         "evidence chains still verify"
     );
+
+    // A restart with a broken file keeps the policy in force rather than stopping ingest.
+    std::fs::write(&policy_file, "name = \"broken\"\n[[rule]]\n").expect("write");
+    let address = collector.address.clone();
+    let data_dir = collector.stop();
+    let policy = policy_file.to_str().expect("utf-8");
+    let mut restarted = Collector::start_with(&data_dir, &address, &["--policy", policy]);
+    assert!(restarted.is_running());
+    assert!(
+        restarted.log().contains("keeping the policy in force"),
+        "{}",
+        restarted.log()
+    );
+    agent
+        .run_once_replaying(&patched, &["--config", config])
+        .expect_ok("evidence is still taken after the restart");
 }
 
 #[test]

@@ -55,6 +55,7 @@ fn verdict(outcome: RuleOutcome, received_at_ms: i64, sequence: u64) -> Judgemen
         },
         evidence: vec![sequence],
         decided_by_received_ms: Some(received_at_ms),
+        decided_by_observed_ms: Some(received_at_ms),
     }
 }
 
@@ -207,6 +208,79 @@ fn the_lifecycle_runs_from_opening_to_verification_and_back() {
             "verified"
         ]
     );
+}
+
+#[test]
+fn late_deliveries_and_silence_do_not_undo_a_resolution_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_with_agent(dir.path());
+    let active = active(&store);
+    let rule = active
+        .policy
+        .rule("security-updates")
+        .expect("rule")
+        .clone();
+    let id = drive(
+        &store,
+        &active,
+        &rule,
+        &host(),
+        &verdict(RuleOutcome::Fail, T0, 1),
+        T0,
+    )
+    .expect("drive")
+    .expect("opened")
+    .action_id;
+    request(
+        &store,
+        id,
+        &Request::Resolve {
+            root_cause: "manual patching".into(),
+        },
+        "bob",
+        "patched",
+        T0 + 10 * HOUR,
+    )
+    .expect("resolve");
+    // Observed before the resolution, delivered after it from the agent's spool.
+    let mut late = verdict(RuleOutcome::Fail, T0 + 11 * HOUR, 7);
+    late.decided_by_observed_ms = Some(T0 + 2 * HOUR);
+    assert!(
+        drive(&store, &active, &rule, &host(), &late, T0 + 11 * HOUR)
+            .expect("drive")
+            .is_none(),
+        "a late delivery of old evidence does not reopen the resolution"
+    );
+
+    let silence = active.policy.rule("agent-reporting").expect("rule").clone();
+    let mut silent = verdict(RuleOutcome::Fail, 0, 1);
+    silent.decided_by_received_ms = None;
+    silent.decided_by_observed_ms = None;
+    let id = drive(&store, &active, &silence, &host(), &silent, T0)
+        .expect("drive")
+        .expect("opened")
+        .action_id;
+    request(
+        &store,
+        id,
+        &Request::Resolve {
+            root_cause: "laptop was in repair".into(),
+        },
+        "bob",
+        "back in use",
+        T0 + HOUR,
+    )
+    .expect("resolve");
+    assert!(
+        drive(&store, &active, &silence, &host(), &silent, T0 + 2 * HOUR)
+            .expect("drive")
+            .is_none(),
+        "still silent, but not yet for 72 hours since the resolution"
+    );
+    let reopened = drive(&store, &active, &silence, &host(), &silent, T0 + 74 * HOUR)
+        .expect("drive")
+        .expect("silent for longer than the threshold since the resolution");
+    assert_eq!(reopened.state, "reopened");
 }
 
 #[test]

@@ -10,6 +10,8 @@ pub struct PolicyFile {
     pub name: Spanned<String>,
     /// Days to remediate per severity, counted from when an action opens or reopens.
     pub due_days: Option<Spanned<DueDays>>,
+    /// A check's newest evidence older than this judges nothing: the rule has no evidence.
+    pub max_evidence_age: Option<Spanned<String>>,
     #[serde(default, rename = "group")]
     pub groups: Vec<GroupFile>,
     #[serde(default, rename = "rule")]

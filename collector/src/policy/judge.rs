@@ -37,6 +37,30 @@ pub struct Observed {
     pub outcome: Outcome,
 }
 
+/// How far an agent's time may lie after the item's arrival before it is not believed: clock
+/// skew and the time a cycle takes.
+pub const FUTURE_TOLERANCE_MS: i64 = 15 * 60_000;
+
+impl Observed {
+    /// Whether a time the agent reported could be true: not after the item arrived.
+    fn credible(&self, at_ms: i64) -> bool {
+        at_ms <= self.received_at_ms.saturating_add(FUTURE_TOLERANCE_MS)
+    }
+}
+
+/// The key under which a pending security update is followed through time: the package as
+/// installed, so a newer fix offered for the same outdated package does not restart its clock.
+pub fn pending_key(update: &crate::model::PendingUpdate) -> (String, String) {
+    (
+        format!(
+            "{}:{}",
+            update.name,
+            update.architecture.as_deref().unwrap_or("")
+        ),
+        update.installed_version.clone().unwrap_or_default(),
+    )
+}
+
 /// The first item of a run that showed something.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
@@ -87,6 +111,9 @@ pub struct Judgement {
     /// When the newest evidence used arrived; `None` when the verdict rests on its absence.
     #[serde(skip)]
     pub decided_by_received_ms: Option<i64>,
+    /// When that evidence was observed (the agent's clock).
+    #[serde(skip)]
+    pub decided_by_observed_ms: Option<i64>,
 }
 
 impl Judgement {
@@ -97,6 +124,7 @@ impl Judgement {
             offending: Vec::new(),
             evidence: Vec::new(),
             decided_by_received_ms: None,
+            decided_by_observed_ms: None,
         }
     }
 
@@ -107,6 +135,10 @@ impl Judgement {
         self.decided_by_received_ms = Some(
             self.decided_by_received_ms
                 .map_or(item.received_at_ms, |t| t.max(item.received_at_ms)),
+        );
+        self.decided_by_observed_ms = Some(
+            self.decided_by_observed_ms
+                .map_or(item.observed_at_ms, |t| t.max(item.observed_at_ms)),
         );
         self
     }
@@ -159,6 +191,19 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
             format!("no {} evidence received yet", rule.check.as_str()),
         );
     };
+    let age = as_of_ms.saturating_sub(item.received_at_ms);
+    if age > policy.max_evidence_age_ms {
+        return Judgement::new(
+            RuleOutcome::NoEvidence,
+            format!(
+                "the newest {} evidence arrived {}, more than max_evidence_age ({}) ago",
+                rule.check.as_str(),
+                format_unix_ms(item.received_at_ms),
+                age_text(policy.max_evidence_age_ms)
+            ),
+        )
+        .on(item);
+    }
     let judged = match (&item.outcome, rule.condition) {
         (Outcome::Error { reason, .. }, _) => Judgement::new(
             RuleOutcome::NoEvidence,
@@ -173,10 +218,7 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
             let mut evidence = Vec::new();
             for update in facts.pending.iter().filter(|u| u.security) {
                 pending += 1;
-                let key = (
-                    update.name.clone(),
-                    update.available_version.clone().unwrap_or_default(),
-                );
+                let key = pending_key(update);
                 let since = host
                     .security_pending_since
                     .get(&key)
@@ -188,19 +230,30 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
                 let age = as_of_ms.saturating_sub(since.observed_at_ms);
                 if age > max_pending_age_ms {
                     late.push(format!(
-                        "{} {} -> {} (pending since {}, {})",
+                        "{} {} -> {} (pending since {})",
                         update.name,
                         update.installed_version.as_deref().unwrap_or("?"),
                         update.available_version.as_deref().unwrap_or("?"),
                         format_unix_ms(since.observed_at_ms),
-                        age_text(age)
                     ));
                     if !evidence.contains(&since.sequence) {
                         evidence.push(since.sequence);
                     }
                 }
             }
-            let mut judgement = if late.is_empty() {
+            let unclassified = facts
+                .unreadable
+                .iter()
+                .find(|u| u.fact.contains("security"));
+            let mut judgement = if let (true, Some(unreadable)) = (late.is_empty(), unclassified) {
+                Judgement::new(
+                    RuleOutcome::NoEvidence,
+                    format!(
+                        "which of {} pending update(s) are security fixes could not be read ({}: {})",
+                        facts.pending_count, unreadable.fact, unreadable.reason
+                    ),
+                )
+            } else if late.is_empty() {
                 Judgement::new(
                     RuleOutcome::Pass,
                     if pending == 0 {
@@ -242,6 +295,13 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
                             "{} update(s) pending and the last install time is unknown{}",
                             facts.pending_count,
                             unreadable_text(&facts.unreadable, "last_install")
+                        ),
+                    ),
+                    Some(at) if !item.credible(at) => Judgement::new(
+                        RuleOutcome::NoEvidence,
+                        format!(
+                            "the last install time {} lies after the evidence arrived: the host's clock or log is wrong",
+                            format_unix_ms(at)
                         ),
                     ),
                     Some(at) if as_of_ms.saturating_sub(at) > max_since_update_ms => {
@@ -336,6 +396,13 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
                 format!(
                     "when package metadata was refreshed is unknown{}",
                     unreadable_text(&facts.unreadable, "metadata")
+                ),
+            ),
+            Some(at) if !item.credible(at) => Judgement::new(
+                RuleOutcome::NoEvidence,
+                format!(
+                    "the metadata refresh time {} lies after the evidence arrived: the host's clock is wrong",
+                    format_unix_ms(at)
                 ),
             ),
             Some(at) if as_of_ms.saturating_sub(at) > max_metadata_age_ms => {
@@ -468,14 +535,14 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
                         }
                         match s.last_success_unix_ms {
                             None => Some(format!("{}: never succeeded", source_name(s))),
-                            Some(at) if as_of_ms.saturating_sub(at) > max_since_success_ms => {
-                                Some(format!(
-                                    "{}: last success {} ({} ago)",
-                                    source_name(s),
-                                    format_unix_ms(at),
-                                    age_text(as_of_ms.saturating_sub(at))
-                                ))
-                            }
+                            Some(at) if !item.credible(at) => Some(format!(
+                                "{}: last success {} lies after the evidence arrived",
+                                source_name(s),
+                                format_unix_ms(at)
+                            )),
+                            Some(at) if as_of_ms.saturating_sub(at) > max_since_success_ms => Some(
+                                format!("{}: last success {}", source_name(s), format_unix_ms(at)),
+                            ),
                             Some(_) => None,
                         }
                     })
@@ -493,6 +560,7 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
                 max_since_restore_test_ms,
             },
         ) => run_results(
+            item,
             &facts.sources,
             |s| &s.restore_test,
             "restore test",
@@ -500,6 +568,7 @@ pub fn judge(policy: &Policy, rule: &Rule, host: &HostView, as_of_ms: i64) -> Ju
             as_of_ms,
         ),
         (Outcome::Backup(facts), Condition::BackupChecked { max_since_check_ms }) => run_results(
+            item,
             &facts.sources,
             |s| &s.integrity_check,
             "integrity check",
@@ -571,6 +640,7 @@ fn agent_reporting(host: &HostView, max_silence_ms: i64, as_of_ms: i64) -> Judge
 }
 
 fn run_results(
+    item: &Observed,
     sources: &[BackupSource],
     result: impl Fn(&BackupSource) -> &Option<RunResult>,
     what: &str,
@@ -605,11 +675,15 @@ fn run_results(
                 format_unix_ms(run.at_unix_ms),
                 run.detail
             )),
-            Some(run) if as_of_ms.saturating_sub(run.at_unix_ms) > max_age_ms => Some(format!(
-                "{}: last {what} {} ({} ago)",
+            Some(run) if !item.credible(run.at_unix_ms) => Some(format!(
+                "{}: last {what} {} lies after the evidence arrived",
                 source_name(s),
-                format_unix_ms(run.at_unix_ms),
-                age_text(as_of_ms.saturating_sub(run.at_unix_ms))
+                format_unix_ms(run.at_unix_ms)
+            )),
+            Some(run) if as_of_ms.saturating_sub(run.at_unix_ms) > max_age_ms => Some(format!(
+                "{}: last {what} {}",
+                source_name(s),
+                format_unix_ms(run.at_unix_ms)
             )),
             Some(_) => None,
         })

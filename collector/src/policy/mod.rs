@@ -22,6 +22,9 @@ use file::{PolicyFile, RuleFile};
 
 /// The policy the collector uses when none is configured.
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");
+/// A check's newest evidence older than this judges nothing, unless the policy says otherwise.
+pub const DEFAULT_MAX_EVIDENCE_AGE_MS: i64 = 7 * 86_400_000;
+
 /// How the default policy is named in errors and in the policies table.
 pub const DEFAULT_POLICY_SOURCE: &str = "(built-in default policy)";
 
@@ -152,11 +155,14 @@ pub struct Group {
 
 impl Group {
     pub fn contains(&self, agent_id: &str, hostname: &str) -> bool {
-        self.hosts.iter().any(|h| h == agent_id || h == hostname)
+        // Hostnames are compared without case: Windows reports them in capitals.
+        self.hosts
+            .iter()
+            .any(|h| h == agent_id || h.eq_ignore_ascii_case(hostname))
             || self
                 .hostname_patterns
                 .iter()
-                .any(|p| wildmatch::WildMatch::new(p).matches(hostname))
+                .any(|p| wildmatch::WildMatch::new_case_insensitive(p).matches(hostname))
     }
 }
 
@@ -171,6 +177,8 @@ pub struct Policy {
     pub text: String,
     /// Days to remediate, by severity.
     pub due_days: [(Severity, u32); 4],
+    /// A check's newest item older than this (by arrival) is too old to judge.
+    pub max_evidence_age_ms: i64,
     pub groups: Vec<Group>,
     pub rules: Vec<Rule>,
 }
@@ -248,6 +256,29 @@ impl Policy {
             }
         };
 
+        let max_evidence_age_ms = match &file.max_evidence_age {
+            None => DEFAULT_MAX_EVIDENCE_AGE_MS,
+            Some(value) => {
+                let duration = humantime::parse_duration(value.get_ref()).map_err(|e| {
+                    at(
+                        value.span(),
+                        "max_evidence_age",
+                        format!(
+                            "{:?} is not a duration ({e}): write e.g. 7d or 36h",
+                            value.get_ref()
+                        ),
+                    )
+                })?;
+                if duration.as_secs() < 3600 {
+                    return Err(at(
+                        value.span(),
+                        "max_evidence_age",
+                        "is under an hour: agents report hourly, so every check would lack evidence".into(),
+                    ));
+                }
+                i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+            }
+        };
         let mut groups = Vec::new();
         let mut group_names = BTreeSet::new();
         for (index, group) in file.groups.iter().enumerate() {
@@ -313,6 +344,7 @@ impl Policy {
             sha256: sha256(text),
             text: text.to_owned(),
             due_days,
+            max_evidence_age_ms,
             groups,
             rules,
         })

@@ -22,7 +22,8 @@ pub struct ItemRow {
     pub check_kind: i64,
     pub observed_at_ms: i64,
     pub received_at_ms: i64,
-    pub bytes: Vec<u8>,
+    /// The item's signed bytes, or why they cannot be found in their batch.
+    pub bytes: Result<Vec<u8>, String>,
 }
 
 /// A policy version as stored.
@@ -176,7 +177,8 @@ impl Store {
     }
 
     /// Items of one kind before `below_sequence`, newest first, that arrived by `as_of_ms`,
-    /// until `visit` returns false.
+    /// until `visit` returns false. Reads a page at a time and lets go of the database between
+    /// pages, so a long walk never holds up ingest.
     pub fn walk_back(
         &self,
         agent_id: &str,
@@ -185,28 +187,47 @@ impl Store {
         as_of_ms: i64,
         mut visit: impl FnMut(ItemRow) -> bool,
     ) -> Result<(), StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
-             FROM evidence WHERE agent_id = ?1 AND check_kind = ?2 AND sequence < ?3
-                               AND received_at_ms <= ?4
-             ORDER BY sequence DESC",
-        )?;
-        let mut rows = stmt.query(params![agent_id, kind, below_sequence as i64, as_of_ms])?;
-        while let Some(r) = rows.next()? {
-            let row = (
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            );
-            if !visit(item_row(&conn, row)?) {
-                break;
+        const PAGE: i64 = 32;
+        let mut below = below_sequence as i64;
+        loop {
+            let page: Vec<ItemRow> = {
+                let conn = self.conn();
+                let mut stmt = conn.prepare_cached(
+                    "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
+                     FROM evidence WHERE agent_id = ?1 AND check_kind = ?2 AND sequence < ?3
+                                       AND received_at_ms <= ?4
+                     ORDER BY sequence DESC LIMIT ?5",
+                )?;
+                let rows = stmt
+                    .query_map(params![agent_id, kind, below, as_of_ms, PAGE], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|row| item_row(&conn, row))
+                    .collect::<Result<_, _>>()?
+            };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            below = last.sequence as i64;
+            let full = page.len() as i64 == PAGE;
+            for item in page {
+                if !visit(item) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
             }
         }
-        Ok(())
     }
 
     /// Records `text` as the policy in force from `now_ms`, unless it already is. Returns its
@@ -340,13 +361,24 @@ impl Store {
             .prepare_cached("SELECT id FROM actions WHERE agent_id = ?1 AND rule_id = ?2")?
             .query_row(params![agent_id, rule_id], |r| r.get(0))
             .optional()?;
-        match id {
-            None => Ok(None),
-            Some(id) => Ok(self.action(id)?.map(|(action, events)| {
-                let last = events.last().cloned().unwrap_or_default();
-                (action, last)
-            })),
-        }
+        let Some(id) = id else {
+            return Ok(None);
+        };
+        let conn = self.conn();
+        let action = conn
+            .prepare_cached(
+                "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity, x.opened_at_ms
+                 FROM actions x JOIN agents a ON a.agent_id = x.agent_id WHERE x.id = ?1",
+            )?
+            .query_row([id], action_row)
+            .optional()?;
+        let last = conn
+            .prepare_cached(&format!(
+                "{EVENT_COLUMNS} WHERE action_id = ?1 ORDER BY id DESC LIMIT 1"
+            ))?
+            .query_row([id], event_row)
+            .optional()?;
+        Ok(action.zip(last))
     }
 
     /// An action with all its events, oldest first.
@@ -503,18 +535,14 @@ fn item_row(
         .prepare_cached("SELECT items FROM batches WHERE id = ?1")?
         .query_row([batch_id], |r| r.get(0))?;
     let bytes = crate::convert::split_item_list(&batch)
-        .ok()
+        .map_err(|e| format!("batch {batch_id} does not split into items: {e}"))
         .and_then(|mut items| {
             usize::try_from(item_index)
                 .ok()
                 .filter(|i| *i < items.len())
                 .map(|i| items.swap_remove(i))
-        })
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "batch {batch_id} has no item {item_index}: run `evident-collector verify`"
-            ))
-        })?;
+                .ok_or_else(|| format!("batch {batch_id} has no item {item_index}"))
+        });
     Ok(ItemRow {
         sequence: sequence as u64,
         check_kind,

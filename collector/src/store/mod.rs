@@ -456,6 +456,20 @@ impl Store {
                 }
                 Err(error) => Err(error.into()),
             };
+            // Some errors (SQLITE_FULL among them) make SQLite roll back the whole
+            // transaction: then nothing of the group is stored, whatever earlier batches were
+            // told, and every batch gets that error.
+            if result.is_err() && tx.is_autocommit() {
+                let error = match result {
+                    Err(AppendError::Store(error)) => error,
+                    Err(other) => StoreError::GroupCommit(other.to_string()),
+                    Ok(_) => StoreError::GroupCommit("the transaction ended".into()),
+                };
+                return batches
+                    .iter()
+                    .map(|_| Err(AppendError::Store(same_error(&error))))
+                    .collect();
+            }
             results.push(result);
         }
         if let Err(error) = tx.commit() {

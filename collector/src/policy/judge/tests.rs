@@ -125,8 +125,8 @@ fn host() -> HostView {
 fn observed(sequence: u64, outcome: Outcome) -> Observed {
     Observed {
         sequence,
-        observed_at_ms: NOW - DAY,
-        received_at_ms: NOW - DAY + 1000,
+        observed_at_ms: NOW - 120_000,
+        received_at_ms: NOW - 60_000,
         outcome,
     }
 }
@@ -185,11 +185,11 @@ fn security_updates_fail_only_once_pending_longer_than_the_threshold() {
     let fresh = run(&h, "security");
     assert_eq!(fresh.outcome, RuleOutcome::Pass, "{fresh:?}");
     assert_eq!(fresh.evidence, [40]);
-    assert_eq!(fresh.decided_by_received_ms, Some(NOW - DAY + 1000));
+    assert_eq!(fresh.decided_by_received_ms, Some(NOW - 60_000));
 
     let mut h = h;
     h.security_pending_since.insert(
-        ("openssl".into(), "1.1".into()),
+        ("openssl:amd64".into(), "1.0".into()),
         Seen {
             sequence: 12,
             observed_at_ms: NOW - 20 * DAY,
@@ -202,8 +202,66 @@ fn security_updates_fail_only_once_pending_longer_than_the_threshold() {
         late.offending[0].starts_with("openssl 1.0 -> 1.1 (pending since"),
         "{late:?}"
     );
-    assert!(late.offending[0].contains("20d"), "{late:?}");
+    assert!(
+        !late.offending[0].contains("20d"),
+        "no ages in offending items: {late:?}"
+    );
+    assert!(late.detail.contains("longer than 14d"), "{late:?}");
     assert_eq!(late.evidence, [12, 40], "where it was first seen, and now");
+}
+
+#[test]
+fn unreadable_security_classification_is_no_evidence_not_a_pass() {
+    let mut facts = patch(vec![update("kernel", false)]);
+    facts.unreadable.push(crate::model::UnreadableFact {
+        fact: "security_classification".into(),
+        reason: "dnf updateinfo failed".into(),
+    });
+    let h = with(host(), CheckKind::Patch, observed(4, Outcome::Patch(facts)));
+    let j = run(&h, "security");
+    assert_eq!(j.outcome, RuleOutcome::NoEvidence, "{j:?}");
+    assert!(j.detail.contains("dnf updateinfo failed"), "{j:?}");
+}
+
+#[test]
+fn times_after_the_evidence_arrived_are_not_believed() {
+    let mut facts = patch(vec![update("vim", false)]);
+    facts.last_install_unix_ms = Some(NOW + 365 * DAY);
+    facts.metadata_refreshed_unix_ms = Some(NOW + 365 * DAY);
+    let h = with(host(), CheckKind::Patch, observed(3, Outcome::Patch(facts)));
+    assert_eq!(run(&h, "last-update").outcome, RuleOutcome::NoEvidence);
+    assert_eq!(run(&h, "metadata").outcome, RuleOutcome::NoEvidence);
+    let mut future = source("home", "restic");
+    future.last_success_unix_ms = Some(NOW + 365 * DAY);
+    let h = with(
+        host(),
+        CheckKind::Backup,
+        observed(4, backups(vec![future])),
+    );
+    let j = run(&h, "backup");
+    assert_eq!(j.outcome, RuleOutcome::Fail, "{j:?}");
+    assert!(
+        j.offending[0].contains("after the evidence arrived"),
+        "{j:?}"
+    );
+}
+
+#[test]
+fn evidence_too_old_to_judge_is_no_evidence() {
+    let mut item = observed(
+        2,
+        disks(vec![volume("root", "system", "encrypted")], "absent"),
+    );
+    item.received_at_ms = NOW - 8 * DAY;
+    let h = with(host(), CheckKind::DiskEncryption, item);
+    let j = run(&h, "disks");
+    assert_eq!(
+        j.outcome,
+        RuleOutcome::NoEvidence,
+        "a week-old 'encrypted' proves nothing now"
+    );
+    assert!(j.detail.contains("max_evidence_age"), "{j:?}");
+    assert_eq!(j.evidence, [2]);
 }
 
 #[test]
@@ -506,7 +564,7 @@ fn errors_and_missing_evidence_are_no_evidence_and_scopes_exclude() {
     let group = run(&server, "servers-only");
     assert_eq!(group.outcome, RuleOutcome::NotApplicable);
     assert!(group.detail.contains("groups servers"), "{group:?}");
-    server.hostname = "srv-db1".into();
+    server.hostname = "SRV-DB1".into();
     assert_eq!(
         run(&server, "servers-only").outcome,
         RuleOutcome::NoEvidence
