@@ -180,6 +180,20 @@ mod tests {
     }
 
     #[test]
+    fn the_macos_and_windows_configs_are_valid() {
+        for text in [
+            include_str!("../../deploy/macos/agent.toml"),
+            include_str!("../../deploy/windows/agent.toml"),
+        ] {
+            let config = parse(text).expect("valid");
+            assert!(
+                config.state_dir.to_string_lossy().ends_with("agent"),
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
     fn an_enrollment_section_defaults_the_token_file_into_the_state_directory() {
         let fingerprint = "ab".repeat(32);
         let config = parse(&format!(
