@@ -32,6 +32,9 @@ pub enum Command {
     Check(CheckCli),
     /// Renew the agent's certificate now with a new key (`run` does it at half lifetime).
     Renew(RenewCli),
+    /// Run as a Windows service (the service control manager starts this; see deploy/windows).
+    #[cfg(windows)]
+    Service(crate::windows_service::ServiceCli),
 }
 
 #[derive(Debug, Args)]

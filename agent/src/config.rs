@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use crate::checks::backup::{BackupFile, Declared};
+use crate::tls::{CollectorUrl, parse_fingerprint};
 
 pub const DEFAULT_INTERVAL_SECS: u64 = 3600;
 pub const DEFAULT_JITTER_SECS: u64 = 300;
@@ -14,6 +15,8 @@ pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 30;
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 500;
 /// 64 MiB: weeks of hourly cycles, even with thousands of pending updates per cycle.
 pub const DEFAULT_MAX_SPOOL_BYTES: u64 = 64 * 1024 * 1024;
+/// The token file's name in the state directory when `[enrollment] token_file` is not set.
+pub const DEFAULT_TOKEN_FILE_NAME: &str = "enrollment-token";
 
 /// `agent.toml` as written; every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +34,28 @@ pub struct FileConfig {
     pub tags: Option<Vec<String>>,
     /// The backup repositories and jobs to report on (see `checks::backup::config`).
     pub backup: Option<BackupFile>,
+    /// Unattended enrolment: where to enrol when the state directory holds no identity yet.
+    pub enrollment: Option<EnrollmentFile>,
+}
+
+/// `[enrollment]` as written: what `run` needs to enrol by itself on first start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentFile {
+    /// The collector, as https://HOST:PORT.
+    pub collector: Option<String>,
+    /// The collector CA's SHA-256 fingerprint (`evident-collector ca fingerprint`).
+    pub ca_fingerprint: Option<String>,
+    /// The file the deployment tool places the token in; deleted after a successful enrolment.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Unattended enrolment, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoEnroll {
+    pub collector: CollectorUrl,
+    pub ca_fingerprint: [u8; 32],
+    pub token_file: PathBuf,
 }
 
 /// Everything `run` needs, validated.
@@ -48,6 +73,37 @@ pub struct RunConfig {
     pub tags: Vec<String>,
     /// A recorded host to observe instead of this machine (`run --replay`).
     pub replay: Option<PathBuf>,
+    /// Set when the config has an `[enrollment]` section.
+    pub auto_enroll: Option<AutoEnroll>,
+}
+
+impl EnrollmentFile {
+    fn validate(self, state_dir: &Path) -> anyhow::Result<AutoEnroll> {
+        let collector = self.collector.context(
+            "enrollment.collector is missing: write the collector's address as https://HOST:PORT",
+        )?;
+        let collector = CollectorUrl::parse(&collector)
+            .map_err(|e| anyhow::anyhow!("enrollment.collector: {e:#}"))?;
+        let fingerprint = self.ca_fingerprint.context(
+            "enrollment.ca_fingerprint is missing: copy it from `evident-collector ca fingerprint`",
+        )?;
+        let ca_fingerprint = parse_fingerprint(&fingerprint)
+            .map_err(|e| anyhow::anyhow!("enrollment.ca_fingerprint: {e:#}"))?;
+        let token_file = self
+            .token_file
+            .unwrap_or_else(|| state_dir.join(DEFAULT_TOKEN_FILE_NAME));
+        if token_file.as_os_str().is_empty() || token_file.file_name().is_none() {
+            bail!(
+                "enrollment.token_file {:?} names no file: give the path the deployment tool writes the token to",
+                token_file
+            );
+        }
+        Ok(AutoEnroll {
+            collector,
+            ca_fingerprint,
+            token_file,
+        })
+    }
 }
 
 impl FileConfig {
@@ -116,9 +172,14 @@ impl FileConfig {
                 "max_spool_bytes is {max_spool_bytes}: it must be at least 65536 (64 KiB) to hold one cycle"
             );
         }
+        let auto_enroll = self
+            .enrollment
+            .map(|enrollment| enrollment.validate(&state_dir))
+            .transpose()?;
         Ok(RunConfig {
             replay: None,
             tags,
+            auto_enroll,
             max_spool_bytes,
             backup_sources,
             state_dir,
@@ -143,6 +204,75 @@ mod tests {
     fn the_example_config_is_valid() {
         let config = parse(include_str!("../../deploy/agent.toml")).expect("deploy/agent.toml");
         assert_eq!(config.interval, Duration::from_secs(DEFAULT_INTERVAL_SECS));
+    }
+
+    #[test]
+    fn the_macos_and_windows_configs_are_valid() {
+        for text in [
+            include_str!("../../deploy/macos/agent.toml"),
+            include_str!("../../deploy/windows/agent.toml"),
+        ] {
+            let config = parse(text).expect("valid");
+            assert!(
+                config.state_dir.to_string_lossy().ends_with("agent"),
+                "{config:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_enrollment_section_defaults_the_token_file_into_the_state_directory() {
+        let fingerprint = "ab".repeat(32);
+        let config = parse(&format!(
+            "state_dir = \"/var/lib/evident-agent\"\n[enrollment]\ncollector = \"https://collector.example:7443\"\nca_fingerprint = \"{fingerprint}\"\n"
+        ))
+        .expect("valid");
+        let auto = config.auto_enroll.expect("auto enrolment");
+        assert_eq!(auto.collector.to_string(), "https://collector.example:7443");
+        assert_eq!(auto.ca_fingerprint, [0xab; 32]);
+        assert_eq!(
+            auto.token_file,
+            PathBuf::from("/var/lib/evident-agent/enrollment-token")
+        );
+        assert!(
+            parse("state_dir = \"/x\"")
+                .expect("valid")
+                .auto_enroll
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_bad_enrollment_section_names_its_key() {
+        let fingerprint = "ab".repeat(32);
+        for (section, key) in [
+            (
+                format!("ca_fingerprint = \"{fingerprint}\""),
+                "enrollment.collector",
+            ),
+            (
+                "collector = \"https://c:1\"".to_owned(),
+                "enrollment.ca_fingerprint",
+            ),
+            (
+                format!("collector = \"http://c:1\"\nca_fingerprint = \"{fingerprint}\""),
+                "enrollment.collector",
+            ),
+            (
+                "collector = \"https://c:1\"\nca_fingerprint = \"12:34\"".to_owned(),
+                "enrollment.ca_fingerprint",
+            ),
+            (
+                format!(
+                    "collector = \"https://c:1\"\nca_fingerprint = \"{fingerprint}\"\ntoken = \"x\""
+                ),
+                "token",
+            ),
+        ] {
+            let error =
+                parse(&format!("state_dir = \"/x\"\n[enrollment]\n{section}\n")).expect_err(key);
+            assert!(error.to_string().contains(key), "{key}: {error}");
+        }
     }
 
     #[test]

@@ -8,12 +8,36 @@ use tracing::info;
 use crate::state::{Enrollment, StateDir, write_atomic};
 use crate::tls::{self, CollectorUrl};
 
-#[derive(Debug, Clone)]
+/// Why the collector said no: a caller that retries tells a refused token (replace it) from
+/// anything else (wait and try again).
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    /// The collector judged the token: unknown, expired or used up.
+    #[error("the collector refused the enrolment token: {0}")]
+    TokenRefused(String),
+    /// Any other answer (a malformed request, busy, storage full, an internal error).
+    #[error("the collector refused enrolment: {0}")]
+    Refused(String),
+}
+
+#[derive(Clone)]
 pub struct EnrollArgs {
     pub collector: CollectorUrl,
     pub token: String,
     pub ca_fingerprint: [u8; 32],
     pub state: StateDir,
+}
+
+/// Shows everything but the token.
+impl std::fmt::Debug for EnrollArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollArgs")
+            .field("collector", &self.collector)
+            .field("token", &"<redacted>")
+            .field("ca_fingerprint", &hex::encode(self.ca_fingerprint))
+            .field("state", &self.state)
+            .finish()
+    }
 }
 
 /// Enrols this agent and writes its key, certificate and the pinned CA into the state directory.
@@ -56,7 +80,10 @@ pub async fn enroll(args: EnrollArgs, host_facts: v1::HostFacts) -> anyhow::Resu
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         })
         .await
-        .map_err(|status| anyhow::anyhow!("the collector refused enrolment: {}", status.message()))?
+        .map_err(|status| match status.code() {
+            tonic::Code::PermissionDenied => EnrollError::TokenRefused(status.message().to_owned()),
+            _ => EnrollError::Refused(status.message().to_owned()),
+        })?
         .into_inner();
 
     let ca_der = response

@@ -15,3 +15,6 @@ pub mod sequence;
 pub mod spool;
 pub mod state;
 pub mod tls;
+pub mod unattended;
+#[cfg(windows)]
+pub mod windows_service;

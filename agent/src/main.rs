@@ -7,6 +7,17 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A service logs to a file, not stderr, and hands the process to the service manager.
+    #[cfg(windows)]
+    if let Command::Service(args) = cli.command {
+        return match evident_agent::windows_service::main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -45,6 +56,8 @@ fn main() -> ExitCode {
                 evident_agent::run::run(config, once, shutdown_signal()).await
             }
             Command::Check(args) => evident_agent::cli::check(args).await,
+            #[cfg(windows)]
+            Command::Service(_) => unreachable!("handled before the runtime starts"),
             Command::Renew(args) => {
                 let state = evident_agent::state::StateDir::new(&args.state_dir);
                 let credentials = state.credentials()?;

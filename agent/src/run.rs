@@ -1,11 +1,12 @@
 //! `evident-agent run`: run the checks on a schedule (interval plus random jitter), spool what they
 //! observe, and deliver the spool; delivery failures are retried with capped exponential backoff
-//! and full jitter, and nothing leaves the spool unacked.
+//! and full jitter, and nothing leaves the spool unacked. An agent that is not enrolled yet and
+//! has an `[enrollment]` config section enrols first (`unattended.rs`).
 
 use std::future::Future;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use evident_proto::v1;
 use prost::Message;
 use ring::rand::SecureRandom;
@@ -100,14 +101,35 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let state = StateDir::new(&config.state_dir);
-    let mut credentials = state.credentials()?;
-    let spool = Spool::open(&state.spool_dir())?;
-    let mut sequencer = Sequencer::open(state.sequence_file(), &spool)?;
     let host = match &config.replay {
         Some(dir) => Host::replay(dir)?,
         None => Host::live(),
     }
     .with_command_timeout(config.command_timeout);
+    tokio::pin!(shutdown);
+    match (&config.auto_enroll, state.is_enrolled()) {
+        (Some(auto), true) => crate::unattended::discard_token_file(&auto.token_file),
+        (Some(auto), false) => {
+            let enrolled =
+                crate::unattended::enroll_until_done(&state, auto, &host, once, shutdown.as_mut())
+                    .await?;
+            if enrolled.is_none() {
+                info!("agent stopping before it enrolled");
+                return Ok(());
+            }
+        }
+        (None, true) => {}
+        (None, false) => bail!(
+            "agent is not enrolled: no {} (run `evident-agent enroll --state-dir {} ...` once, \
+             or add an [enrollment] section to the config file and place a token for unattended \
+             enrolment: see deploy/README.md)",
+            state.enrollment_file().display(),
+            state.root().display()
+        ),
+    }
+    let mut credentials = state.credentials()?;
+    let spool = Spool::open(&state.spool_dir())?;
+    let mut sequencer = Sequencer::open(state.sequence_file(), &spool)?;
     let mut context = checks::Context {
         tags: config.tags.clone(),
         backup_sources: config.backup_sources.clone(),
@@ -139,7 +161,6 @@ pub async fn run(
         return Ok(());
     }
 
-    tokio::pin!(shutdown);
     let mut next_cycle = Instant::now();
     let mut failures: u32 = 0;
     let mut next_delivery = Instant::now();
@@ -189,7 +210,7 @@ pub async fn run(
 }
 
 /// Full-jitter exponential backoff: uniform in [0, min(cap, base * 2^failures)].
-fn backoff(failures: u32) -> Duration {
+pub(crate) fn backoff(failures: u32) -> Duration {
     let ceiling = RETRY_BASE
         .saturating_mul(2u32.saturating_pow(failures.min(20)))
         .min(RETRY_CAP);

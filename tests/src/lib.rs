@@ -314,7 +314,7 @@ impl Agent {
 
 /// Polls `check` every 100 ms until it returns `Some`, for at most `seconds`, then panics with
 /// `what`. For waiting on a background process, never for judging speed.
-pub fn wait_for<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for_some<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     loop {
         if let Some(value) = check() {
@@ -322,6 +322,90 @@ pub fn wait_for<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T
         }
         assert!(Instant::now() < deadline, "waited {seconds} s for {what}");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Polls `done` every 50 ms until it holds; panics naming `what` after a minute. A deadline
+/// against a hang, not a timing claim: the tests assert what happened, never how fast.
+pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Writes an `agent.toml` beside `agent`'s state directory for unattended enrolment with
+/// `collector` (its token from `token_file`, or the default in the state directory) and
+/// returns its path.
+pub fn unattended_config(
+    agent: &Agent,
+    collector: &Collector,
+    token_file: Option<&Path>,
+) -> PathBuf {
+    let path = agent.state_dir.with_extension("toml");
+    let mut text = format!(
+        "state_dir = {:?}\ninterval_secs = 3600\njitter_secs = 0\n\n[enrollment]\ncollector = {:?}\nca_fingerprint = {:?}\n",
+        agent.dir(),
+        collector.url(),
+        collector.fingerprint()
+    );
+    if let Some(file) = token_file {
+        text.push_str(&format!(
+            "token_file = {:?}\n",
+            file.to_str().expect("utf-8 path")
+        ));
+    }
+    std::fs::write(&path, text).expect("write agent config");
+    path
+}
+
+/// `evident-agent run --config FILE` as a daemon, its stderr in a log file; killed when
+/// dropped.
+#[derive(Debug)]
+pub struct AgentDaemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl AgentDaemon {
+    /// Starts the daemon with `env` added to its environment.
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> AgentDaemon {
+        let log = config.with_extension("log");
+        let log_file = std::fs::File::create(&log).expect("create agent log");
+        let child = Command::new(binary("evident-agent"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn evident-agent run");
+        AgentDaemon { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and returns whether the agent exited 0.
+    pub fn terminate(mut self) -> bool {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("send SIGTERM");
+        assert!(sent.success());
+        self.child.wait().expect("wait for agent").success()
+    }
+}
+
+impl Drop for AgentDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

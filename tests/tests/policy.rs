@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use evident_tests::{Agent, Collector, copy_dir, wait_for};
+use evident_tests::{Agent, Collector, copy_dir, wait_for_some};
 use serde_json::Value;
 
 const POLICY: &str = r#"name = "end-to-end policy"
@@ -92,7 +92,7 @@ fn action(collector: &Collector, id: u64) -> Value {
 
 /// Waits until action `id` reaches `state` and returns it.
 fn wait_for_state(collector: &Collector, id: u64, state: &str) -> Value {
-    wait_for(30, &format!("action {id} to be {state}"), || {
+    wait_for_some(30, &format!("action {id} to be {state}"), || {
         let a = action(collector, id);
         (a["state"] == state).then_some(a)
     })
@@ -172,7 +172,7 @@ fn a_deviation_is_opened_acknowledged_resolved_verified_reopened_and_risk_accept
     agent
         .run_once_replaying(&debian_replay(), &["--config", config])
         .expect_ok("run with pending security updates");
-    let opened = wait_for(30, "an action to open", || {
+    let opened = wait_for_some(30, "an action to open", || {
         let list = actions(&collector);
         (!list.is_empty()).then_some(list)
     });
@@ -436,7 +436,7 @@ fn a_deviation_is_opened_acknowledged_resolved_verified_reopened_and_risk_accept
     )
     .expect("write");
     collector.signal("HUP");
-    let refused = wait_for(30, "the bad policy to be refused", || {
+    let refused = wait_for_some(30, "the bad policy to be refused", || {
         let log = collector.log();
         log.lines()
             .find(|l| l.contains("policy file refused"))
@@ -458,7 +458,7 @@ fn a_deviation_is_opened_acknowledged_resolved_verified_reopened_and_risk_accept
     // A good change is a new version; results judged under the old one remain.
     std::fs::write(&policy_file, POLICY.replace("\"2s\"", "\"14d\"")).expect("write");
     collector.signal("HUP");
-    wait_for(30, "policy version 2", || {
+    wait_for_some(30, "policy version 2", || {
         let out = collector
             .admin(&["policy", "list"])
             .expect_ok("policy list")
@@ -466,7 +466,7 @@ fn a_deviation_is_opened_acknowledged_resolved_verified_reopened_and_risk_accept
         (out.lines().count() == 2).then_some(())
     });
     let db = rusqlite::Connection::open(collector.database()).expect("open database");
-    let versions: Vec<(i64, i64)> = wait_for(30, "results under version 2", || {
+    let versions: Vec<(i64, i64)> = wait_for_some(30, "results under version 2", || {
         let mut stmt = db
             .prepare("SELECT policy_version, COUNT(*) FROM rule_results GROUP BY policy_version ORDER BY policy_version")
             .expect("query");
