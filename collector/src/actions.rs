@@ -11,7 +11,7 @@ use crate::evaluate::ActivePolicy;
 use crate::model::format_unix_ms;
 use crate::policy::judge::{HostView, Judgement, RuleOutcome};
 use crate::policy::{Condition, Rule};
-use crate::store::{ActionRow, EventError, EventRow, Store, StoreError};
+use crate::store::{ActionRow, ActionTx, EventError, EventRow, Store, StoreError};
 
 /// The actor of transitions the collector makes from evidence.
 pub const SYSTEM: &str = "system";
@@ -219,16 +219,16 @@ fn carried(current: &EventRow, now_ms: i64, actor: &str, reason: &str) -> EventR
 /// verifies it on compliant evidence, reopens it when the deviation returns or an accepted
 /// risk expires. Returns the event recorded, if any.
 pub fn drive(
-    store: &Store,
+    actions: &ActionTx<'_>,
     active: &ActivePolicy,
     rule: &Rule,
     host: &HostView,
     judgement: &Judgement,
     now_ms: i64,
-) -> Result<Option<EventRow>, EventError> {
+) -> Result<Option<EventRow>, StoreError> {
     let due_ms = i64::from(active.policy.due_days(rule.severity)) * 86_400_000;
-    let existing = store.action_for(&host.agent_id, &rule.id)?;
-    let Some((action, _)) = existing else {
+    let existing = actions.action_for(&host.agent_id, &rule.id)?;
+    let Some(action) = existing else {
         if judgement.outcome != RuleOutcome::Fail {
             return Ok(None);
         }
@@ -252,16 +252,36 @@ pub fn drive(
             severity: rule.severity.as_str().into(),
             opened_at_ms: now_ms,
         };
-        let id = store.open_action(&opened, &event)?;
+        let id = actions.open(&opened, &event)?;
         return Ok(Some(EventRow {
             action_id: id,
             ..event
         }));
     };
-    store.append_event(action.id, |current| {
-        let Some(state) = State::parse(&current.state) else {
-            return Ok(None);
-        };
+    let (action, current) = action;
+    let Some(event) = next_event(&current, active, rule, judgement, due_ms, now_ms) else {
+        return Ok(None);
+    };
+    let id = actions.append(action.id, &event)?;
+    Ok(Some(EventRow {
+        id,
+        action_id: action.id,
+        ..event
+    }))
+}
+
+/// The event the collector records for an action whose newest event is `current`, given a
+/// new judgement; `None` when the judgement does not move it.
+fn next_event(
+    current: &EventRow,
+    active: &ActivePolicy,
+    rule: &Rule,
+    judgement: &Judgement,
+    due_ms: i64,
+    now_ms: i64,
+) -> Option<EventRow> {
+    {
+        let state = State::parse(&current.state)?;
         // Only evidence that arrived, and was observed, after the newest event may move the
         // action: a late delivery from an agent's spool must not undo a resolution. A verdict
         // that rests on silence counts once the silence outlasted its threshold since then.
@@ -295,7 +315,7 @@ pub fn drive(
             event.risk_expires_at_ms = None;
             Some(event)
         };
-        Ok(match judgement.outcome {
+        match judgement.outcome {
             RuleOutcome::Pass if fresh && state != State::Verified => {
                 event.kind = "verified".into();
                 event.state = State::Verified.as_str().into();
@@ -339,8 +359,8 @@ pub fn drive(
                 ),
             ),
             _ => None,
-        })
-    })
+        }
+    }
 }
 
 /// An action with its current state, for lists, `show` and KPIs.

@@ -142,6 +142,9 @@ pub fn host_view(
     Ok(view)
 }
 
+/// (host, rule) pairs whose actions move in one transaction.
+const ACTION_CHUNK: usize = 1000;
+
 /// How many failed inventory items to look past for the newest successful one.
 const INVENTORY_LOOKBACK: usize = 100;
 
@@ -370,26 +373,39 @@ impl Evaluator {
                 last.insert((row.agent_id, row.rule_id), (row.outcome, row.offending));
             }
         }
-        for HostJudgements { host, judgements } in &hosts {
-            for (rule_id, judgement) in judgements {
-                let Some(rule) = policy.rule(rule_id) else {
-                    continue;
-                };
-                match actions::drive(&self.store, &active, rule, host, judgement, now_ms) {
-                    Ok(Some(event)) => {
-                        pass.action_events += 1;
-                        info!(
-                            agent = %host.agent_id,
-                            rule = %rule_id,
-                            event = %event.kind,
-                            state = %event.state,
-                            "corrective action"
-                        );
+        // Actions move in chunks of (host, rule) pairs, one transaction each: one durable
+        // write per chunk, and ingest gets the database between chunks.
+        let pairs: Vec<(&HostView, &str, &Judgement)> = hosts
+            .iter()
+            .flat_map(|h| {
+                h.judgements
+                    .iter()
+                    .map(move |(rule_id, judgement)| (&h.host, rule_id.as_str(), judgement))
+            })
+            .collect();
+        for chunk in pairs.chunks(ACTION_CHUNK) {
+            let events = self.store.with_actions(|tx| {
+                let mut events = Vec::new();
+                for (host, rule_id, judgement) in chunk {
+                    let Some(rule) = policy.rule(rule_id) else {
+                        continue;
+                    };
+                    if let Some(event) = actions::drive(tx, &active, rule, host, judgement, now_ms)?
+                    {
+                        events.push((host.agent_id.clone(), rule_id.to_string(), event));
                     }
-                    Ok(None) => {}
-                    Err(error) => {
-                        warn!(%error, agent = %host.agent_id, rule = %rule_id, "corrective action not updated")
+                }
+                Ok(events)
+            });
+            match events {
+                Ok(events) => {
+                    pass.action_events += events.len();
+                    for (agent, rule, event) in events {
+                        info!(%agent, %rule, event = %event.kind, state = %event.state, "corrective action");
                     }
+                }
+                Err(error) => {
+                    warn!(%error, "corrective actions not updated; retried on the next pass")
                 }
             }
         }

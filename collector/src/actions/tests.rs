@@ -59,6 +59,18 @@ fn verdict(outcome: RuleOutcome, received_at_ms: i64, sequence: u64) -> Judgemen
     }
 }
 
+/// `drive` in a transaction of its own.
+fn drive_now(
+    store: &Store,
+    active: &ActivePolicy,
+    rule: &crate::policy::Rule,
+    host: &HostView,
+    judgement: &Judgement,
+    now_ms: i64,
+) -> Result<Option<EventRow>, StoreError> {
+    store.with_actions(|tx| drive(tx, active, rule, host, judgement, now_ms))
+}
+
 fn host() -> HostView {
     HostView {
         agent_id: "agt-1".into(),
@@ -82,7 +94,7 @@ fn the_lifecycle_runs_from_opening_to_verification_and_back() {
         .rule("security-updates")
         .expect("rule")
         .clone();
-    let drive_at = |j: &Judgement, now: i64| drive(&store, &active, &rule, &host(), j, now);
+    let drive_at = |j: &Judgement, now: i64| drive_now(&store, &active, &rule, &host(), j, now);
 
     assert!(
         drive_at(&verdict(RuleOutcome::Pass, T0, 1), T0 + 1)
@@ -220,7 +232,7 @@ fn late_deliveries_and_silence_do_not_undo_a_resolution_at_once() {
         .rule("security-updates")
         .expect("rule")
         .clone();
-    let id = drive(
+    let id = drive_now(
         &store,
         &active,
         &rule,
@@ -246,7 +258,7 @@ fn late_deliveries_and_silence_do_not_undo_a_resolution_at_once() {
     let mut late = verdict(RuleOutcome::Fail, T0 + 11 * HOUR, 7);
     late.decided_by_observed_ms = Some(T0 + 2 * HOUR);
     assert!(
-        drive(&store, &active, &rule, &host(), &late, T0 + 11 * HOUR)
+        drive_now(&store, &active, &rule, &host(), &late, T0 + 11 * HOUR)
             .expect("drive")
             .is_none(),
         "a late delivery of old evidence does not reopen the resolution"
@@ -256,7 +268,7 @@ fn late_deliveries_and_silence_do_not_undo_a_resolution_at_once() {
     let mut silent = verdict(RuleOutcome::Fail, 0, 1);
     silent.decided_by_received_ms = None;
     silent.decided_by_observed_ms = None;
-    let id = drive(&store, &active, &silence, &host(), &silent, T0)
+    let id = drive_now(&store, &active, &silence, &host(), &silent, T0)
         .expect("drive")
         .expect("opened")
         .action_id;
@@ -272,12 +284,12 @@ fn late_deliveries_and_silence_do_not_undo_a_resolution_at_once() {
     )
     .expect("resolve");
     assert!(
-        drive(&store, &active, &silence, &host(), &silent, T0 + 2 * HOUR)
+        drive_now(&store, &active, &silence, &host(), &silent, T0 + 2 * HOUR)
             .expect("drive")
             .is_none(),
         "still silent, but not yet for 72 hours since the resolution"
     );
-    let reopened = drive(&store, &active, &silence, &host(), &silent, T0 + 74 * HOUR)
+    let reopened = drive_now(&store, &active, &silence, &host(), &silent, T0 + 74 * HOUR)
         .expect("drive")
         .expect("silent for longer than the threshold since the resolution");
     assert_eq!(reopened.state, "reopened");
@@ -290,7 +302,7 @@ fn an_accepted_risk_reopens_at_expiry() {
     let active = active(&store);
     let rule = active.policy.rule("disks-encrypted").expect("rule").clone();
     let fail = |received| verdict(RuleOutcome::Fail, received, 3);
-    let id = drive(&store, &active, &rule, &host(), &fail(T0), T0)
+    let id = drive_now(&store, &active, &rule, &host(), &fail(T0), T0)
         .expect("drive")
         .expect("opened")
         .action_id;
@@ -307,7 +319,7 @@ fn an_accepted_risk_reopens_at_expiry() {
     )
     .expect("accept");
     assert!(
-        drive(
+        drive_now(
             &store,
             &active,
             &rule,
@@ -319,7 +331,7 @@ fn an_accepted_risk_reopens_at_expiry() {
         .is_none(),
         "still failing, but accepted"
     );
-    let reopened = drive(
+    let reopened = drive_now(
         &store,
         &active,
         &rule,
@@ -344,7 +356,7 @@ fn people_must_say_who_and_why() {
     let store = store_with_agent(dir.path());
     let active = active(&store);
     let rule = active.policy.rule("backup-recent").expect("rule").clone();
-    let id = drive(
+    let id = drive_now(
         &store,
         &active,
         &rule,
@@ -399,7 +411,7 @@ fn overdue_is_judged_at_the_moment_asked() {
     let store = store_with_agent(dir.path());
     let active = active(&store);
     let rule = active.policy.rule("disks-encrypted").expect("rule").clone();
-    drive(
+    drive_now(
         &store,
         &active,
         &rule,

@@ -350,35 +350,17 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The action for a (host, rule) deviation, if one was ever opened.
-    pub fn action_for(
+    /// Runs `drive` in one IMMEDIATE transaction and commits what it recorded.
+    pub fn with_actions<T>(
         &self,
-        agent_id: &str,
-        rule_id: &str,
-    ) -> Result<Option<(ActionRow, EventRow)>, StoreError> {
-        let id: Option<i64> = self
-            .conn()
-            .prepare_cached("SELECT id FROM actions WHERE agent_id = ?1 AND rule_id = ?2")?
-            .query_row(params![agent_id, rule_id], |r| r.get(0))
-            .optional()?;
-        let Some(id) = id else {
-            return Ok(None);
-        };
-        let conn = self.conn();
-        let action = conn
-            .prepare_cached(
-                "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity, x.opened_at_ms
-                 FROM actions x JOIN agents a ON a.agent_id = x.agent_id WHERE x.id = ?1",
-            )?
-            .query_row([id], action_row)
-            .optional()?;
-        let last = conn
-            .prepare_cached(&format!(
-                "{EVENT_COLUMNS} WHERE action_id = ?1 ORDER BY id DESC LIMIT 1"
-            ))?
-            .query_row([id], event_row)
-            .optional()?;
-        Ok(action.zip(last))
+        drive: impl FnOnce(&ActionTx<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let actions = ActionTx { tx };
+        let out = drive(&actions)?;
+        actions.tx.commit()?;
+        Ok(out)
     }
 
     /// An action with all its events, oldest first.
@@ -434,27 +416,6 @@ impl Store {
             .collect())
     }
 
-    /// Opens the action for a (host, rule) deviation with its first event.
-    pub fn open_action(&self, action: &ActionRow, event: &EventRow) -> Result<i64, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "INSERT INTO actions (agent_id, rule_id, rule_title, severity, opened_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                action.agent_id,
-                action.rule_id,
-                action.rule_title,
-                action.severity,
-                action.opened_at_ms
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
-        insert_event(&tx, id, event)?;
-        tx.commit()?;
-        Ok(id)
-    }
-
     /// Appends the event `build` makes from the action's current state (its newest event),
     /// both in one transaction, so two reviewers or the evaluator cannot interleave. `build`
     /// refuses with a reason, or returns `None` when there is nothing to record.
@@ -489,12 +450,90 @@ impl Store {
     }
 }
 
+/// One transaction in which the evaluator moves many actions (`Store::with_actions`): one
+/// durable write for a whole pass instead of one per event.
+#[derive(Debug)]
+pub struct ActionTx<'a> {
+    tx: rusqlite::Transaction<'a>,
+}
+
+impl ActionTx<'_> {
+    /// The action for a (host, rule) deviation with its newest event, if one was ever opened.
+    pub fn action_for(
+        &self,
+        agent_id: &str,
+        rule_id: &str,
+    ) -> Result<Option<(ActionRow, EventRow)>, StoreError> {
+        action_for_in(&self.tx, agent_id, rule_id)
+    }
+
+    /// Opens the action for a (host, rule) deviation with its first event; returns its id.
+    pub fn open(&self, action: &ActionRow, event: &EventRow) -> Result<i64, StoreError> {
+        open_in(&self.tx, action, event)
+    }
+
+    /// Appends an event; returns its id.
+    pub fn append(&self, action_id: i64, event: &EventRow) -> Result<i64, StoreError> {
+        insert_event(&self.tx, action_id, event)?;
+        Ok(self.tx.last_insert_rowid())
+    }
+}
+
+fn action_for_in(
+    conn: &rusqlite::Connection,
+    agent_id: &str,
+    rule_id: &str,
+) -> Result<Option<(ActionRow, EventRow)>, StoreError> {
+    let id: Option<i64> = conn
+        .prepare_cached("SELECT id FROM actions WHERE agent_id = ?1 AND rule_id = ?2")?
+        .query_row(params![agent_id, rule_id], |r| r.get(0))
+        .optional()?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let action = conn
+        .prepare_cached(
+            "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity, x.opened_at_ms
+             FROM actions x JOIN agents a ON a.agent_id = x.agent_id WHERE x.id = ?1",
+        )?
+        .query_row([id], action_row)
+        .optional()?;
+    let last = conn
+        .prepare_cached(&format!(
+            "{EVENT_COLUMNS} WHERE action_id = ?1 ORDER BY id DESC LIMIT 1"
+        ))?
+        .query_row([id], event_row)
+        .optional()?;
+    Ok(action.zip(last))
+}
+
+fn open_in(
+    conn: &rusqlite::Connection,
+    action: &ActionRow,
+    event: &EventRow,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO actions (agent_id, rule_id, rule_title, severity, opened_at_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            action.agent_id,
+            action.rule_id,
+            action.rule_title,
+            action.severity,
+            action.opened_at_ms
+        ],
+    )?;
+    let id = conn.last_insert_rowid();
+    insert_event(conn, id, event)?;
+    Ok(id)
+}
+
 const EVENT_COLUMNS: &str =
     "SELECT id, action_id, at_ms, kind, state, actor, reason, owner, due_at_ms,
         root_cause, risk_expires_at_ms, policy_version, evidence FROM action_events";
 
 fn insert_event(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     action_id: i64,
     e: &EventRow,
 ) -> Result<(), rusqlite::Error> {

@@ -16,7 +16,9 @@ use crate::chain;
 use crate::model::{CheckKind, HostFacts};
 
 mod judgements;
-pub use judgements::{ActionRow, EventError, EventRow, HostRow, ItemRow, PolicyRow, ResultRow};
+pub use judgements::{
+    ActionRow, ActionTx, EventError, EventRow, HostRow, ItemRow, PolicyRow, ResultRow,
+};
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_evidence_pipe.sql")),
