@@ -24,47 +24,37 @@ pub fn memory(pid: u32) -> Option<Memory> {
     })
 }
 
-/// User plus system CPU time of a process, and whether it has exited (a zombie not yet
-/// reaped still shows its final times).
-pub fn cpu(pid: u32) -> Option<(Duration, bool)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may contain spaces: fields start after ")".
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // USER_HZ is 100 on every Linux configuration the bench runs on.
-    let ticks = utime + stime;
-    Some((Duration::from_millis(ticks * 10), *state == "Z"))
+/// User plus system CPU time of every waited-for child of this process so far.
+pub fn children_cpu() -> anyhow::Result<Duration> {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let micros = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(u64::try_from(t.tv_sec()).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec()).unwrap_or(0))
+    };
+    Ok(micros(usage.user_time()) + micros(usage.system_time()))
 }
 
 /// Runs a command to completion, sampling its memory every 2 ms; returns its exit status,
-/// CPU time and peak resident memory.
+/// CPU time (from `getrusage`, to the microsecond) and peak resident memory. Run one at a
+/// time: the CPU time is the growth of all waited-for children's.
 pub fn run_sampled(
     command: &mut std::process::Command,
 ) -> anyhow::Result<(std::process::ExitStatus, Duration, u64)> {
+    let before = children_cpu()?;
     let mut child = command.spawn()?;
     let pid = child.id();
     let mut peak = 0;
-    let mut cpu_time = Duration::ZERO;
-    loop {
+    let status = loop {
         if let Some(m) = memory(pid) {
             peak = peak.max(m.peak);
         }
-        if let Some((time, exited)) = cpu(pid) {
-            cpu_time = time;
-            if exited {
-                break;
-            }
-        }
         if let Some(status) = child.try_wait()? {
-            return Ok((status, cpu_time, peak));
+            break status;
         }
         std::thread::sleep(Duration::from_millis(2));
-    }
-    let status = child.wait()?;
-    Ok((status, cpu_time, peak))
+    };
+    Ok((status, children_cpu()?.saturating_sub(before), peak))
 }
 
 pub fn mib(bytes: u64) -> f64 {

@@ -158,8 +158,8 @@ async fn agent_figures(work: &Path, report: &mut Report) -> anyhow::Result<()> {
         "agent CPU time per full check cycle, excluding the programs it runs",
         "<= 200 ms",
         format!(
-            "{} ms (median of 5 `run --once --replay` of this machine's recorded cycle, incl. start, TLS and delivery; 10 ms resolution)",
-            median_cpu.as_millis()
+            "{:.1} ms (median of 5 `run --once --replay` of this machine's recorded cycle, incl. process start, enrolment state, TLS and delivery)",
+            median_cpu.as_secs_f64() * 1000.0
         ),
         Some(median_cpu <= Duration::from_millis(200)),
     );
@@ -201,11 +201,19 @@ async fn ingest_figures(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let mut table = String::from(
-        "### Durable ingest by fleet size\n\nEvery agent holds one mTLS Report stream and sends one check cycle (4 items) per batch, waiting for each ack; the collector commits with `synchronous=FULL` before acking.\n\n| agents | items/s | batches/s | ack p50 | ack p99 | errors |\n|---:|---:|---:|---:|---:|---:|\n",
+        "### Durable ingest by fleet size\n\nEvery agent holds one mTLS Report stream and sends one check cycle (4 items) per batch, waiting for each ack; the collector commits with `synchronous=FULL` before acking (group commit: every batch waiting at that moment in one transaction), with `max_in_flight_batches = 8192` so that no agent is answered busy.\n\n| agents | items/s | batches/s | ack p50 | ack p99 | errors |\n|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut at_target = None;
+    // Every agent may have a batch in flight: the default of 256 would answer the rest "busy"
+    // (the designed back-pressure), which measures the retry loop, not ingest.
+    let collector_config = work.join("ingest-collector.toml");
+    std::fs::write(&collector_config, "max_in_flight_batches = 8192\n")?;
+    let collector_config = collector_config.to_str().context("utf-8 path")?.to_owned();
     for &agents in &config.ingest_agents {
-        let collector = CollectorProcess::start(&work.join(format!("ingest-{agents}")), &[])?;
+        let collector = CollectorProcess::start(
+            &work.join(format!("ingest-{agents}")),
+            &["--config", &collector_config],
+        )?;
         let fleet = fleet::enrol(
             &collector.url,
             &collector.token(agents)?,

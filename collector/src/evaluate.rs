@@ -38,12 +38,23 @@ pub fn evaluate(
     as_of_ms: i64,
     only: Option<&HashSet<String>>,
 ) -> Result<Vec<HostJudgements>, StoreError> {
+    evaluate_with(store, policy, as_of_ms, only, None)
+}
+
+/// `evaluate`, reusing and updating `runs` (for judging the present in `serve`).
+fn evaluate_with(
+    store: &Store,
+    policy: &Policy,
+    as_of_ms: i64,
+    only: Option<&HashSet<String>>,
+    runs: Option<&PatchRuns>,
+) -> Result<Vec<HostJudgements>, StoreError> {
     let mut out = Vec::new();
     for row in store.hosts_as_of(as_of_ms)? {
         if only.is_some_and(|only| !only.contains(&row.agent_id)) {
             continue;
         }
-        let host = host_view(store, policy, row, as_of_ms)?;
+        let host = host_view(store, policy, row, as_of_ms, runs)?;
         let judgements = policy
             .rules
             .iter()
@@ -60,6 +71,7 @@ pub fn host_view(
     policy: &Policy,
     row: HostRow,
     as_of_ms: i64,
+    runs: Option<&PatchRuns>,
 ) -> Result<HostView, StoreError> {
     let kinds = [
         CheckKind::Inventory,
@@ -138,9 +150,12 @@ pub fn host_view(
         view.os_family = inventory.os_family;
         view.tags = inventory.tags;
     }
-    patch_history(store, policy, &mut view, as_of_ms)?;
+    patch_history(store, policy, &mut view, as_of_ms, runs)?;
     Ok(view)
 }
+
+/// How long arrivals are gathered before they are judged.
+const ARRIVAL_GATHER: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// (host, rule) pairs whose actions move in one transaction.
 const ACTION_CHUNK: usize = 1000;
@@ -175,6 +190,7 @@ fn patch_history(
     policy: &Policy,
     view: &mut HostView,
     as_of_ms: i64,
+    runs: Option<&PatchRuns>,
 ) -> Result<(), StoreError> {
     let horizon_ms = policy
         .rules
@@ -213,6 +229,16 @@ fn patch_history(
     if open.is_empty() && !reboot_open {
         return Ok(());
     }
+    // What an earlier pass found for an older newest item: the walk stops there and takes
+    // over its starts, so each patch item is read once, not at every pass.
+    let known = runs.and_then(|runs| runs.get(&view.agent_id));
+    if let Some(known) = &known
+        && known.newest == *newest
+    {
+        view.security_pending_since = known.since.clone();
+        view.reboot_required_since = known.reboot;
+        return Ok(());
+    }
     let stop_before_ms = as_of_ms.saturating_sub(horizon_ms);
     store.walk_back(
         &view.agent_id,
@@ -220,6 +246,22 @@ fn patch_history(
         *newest,
         as_of_ms,
         |item| {
+            if let Some(known) = &known
+                && item.sequence <= known.newest
+            {
+                if item.sequence == known.newest {
+                    for key in &open {
+                        if let (Some(start), Some(s)) = (known.since.get(key), since.get_mut(key)) {
+                            *s = *start;
+                        }
+                    }
+                    if reboot_open && let Some(start) = known.reboot {
+                        reboot = Some(start);
+                    }
+                    return false;
+                }
+                // The known item is gone from view (an as-of or a gap): walk on.
+            }
             let within = item.observed_at_ms >= stop_before_ms;
             // An error item says nothing either way: the run goes on past it.
             let Outcome::Patch(facts) = decode_outcome(&item) else {
@@ -252,9 +294,53 @@ fn patch_history(
             (!open.is_empty() || reboot_open) && within
         },
     )?;
+    if let Some(runs) = runs {
+        runs.put(
+            &view.agent_id,
+            PatchRun {
+                newest: *newest,
+                since: since.clone(),
+                reboot,
+            },
+        );
+    }
     view.security_pending_since = since;
     view.reboot_required_since = reboot;
     Ok(())
+}
+
+/// Since when a host's newest patch item's security updates and reboot have been pending.
+#[derive(Debug, Clone)]
+pub struct PatchRun {
+    newest: u64,
+    since: BTreeMap<(String, String), Seen>,
+    reboot: Option<Seen>,
+}
+
+/// The serve-time memory of `PatchRun`s, by agent. Only valid for judging the present under
+/// one policy: `Evaluator` clears it when the policy changes.
+#[derive(Debug, Default)]
+pub struct PatchRuns(Mutex<HashMap<String, PatchRun>>);
+
+impl PatchRuns {
+    fn get(&self, agent_id: &str) -> Option<PatchRun> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(agent_id)
+            .cloned()
+    }
+
+    fn put(&self, agent_id: &str, run: PatchRun) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(agent_id.to_owned(), run);
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
 }
 
 /// Hosts whose evidence arrived and waits to be judged.
@@ -293,6 +379,7 @@ pub struct Evaluator {
     active: Mutex<ActivePolicy>,
     /// The last recorded (outcome, offending) per (agent, rule) under the active version.
     last: Mutex<HashMap<ResultKey, Verdict>>,
+    runs: PatchRuns,
 }
 
 /// What one evaluation pass did, for logs and tests.
@@ -309,6 +396,7 @@ impl Evaluator {
             store,
             active: Mutex::new(active),
             last: Mutex::new(HashMap::new()),
+            runs: PatchRuns::default(),
         }
     }
 
@@ -340,6 +428,8 @@ impl Evaluator {
         let mut current = self.active.lock().unwrap_or_else(|p| p.into_inner());
         if current.version != version {
             self.last.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            // A new policy may look further back than the runs were followed.
+            self.runs.clear();
         }
         *current = active.clone();
         Ok(active)
@@ -349,7 +439,7 @@ impl Evaluator {
     pub fn run(&self, only: Option<&HashSet<String>>, now_ms: i64) -> Result<Pass, StoreError> {
         let active = self.active();
         let policy = &active.policy;
-        let hosts = evaluate(&self.store, policy, now_ms, only)?;
+        let hosts = evaluate_with(&self.store, policy, now_ms, only, Some(&self.runs))?;
         let mut pass = Pass {
             hosts: hosts.len(),
             ..Pass::default()
@@ -552,7 +642,12 @@ pub async fn run_loop(
         #[cfg(not(unix))]
         let hup = std::future::pending::<()>();
         let only = tokio::select! {
-            _ = arrivals.wait() => Some(arrivals.take()),
+            _ = arrivals.wait() => {
+                // Gather what else arrives meanwhile, so a flood of batches is judged in
+                // passes over many hosts rather than one pass per batch.
+                tokio::time::sleep(ARRIVAL_GATHER).await;
+                Some(arrivals.take())
+            }
             _ = ticker.tick() => None,
             _ = hup => {
                 info!("SIGHUP: re-reading the policy");
