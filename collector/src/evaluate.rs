@@ -246,21 +246,19 @@ fn patch_history(
         *newest,
         as_of_ms,
         |item| {
+            // Past the known newest item without meeting it (a gap): walk on as if unknown.
             if let Some(known) = &known
-                && item.sequence <= known.newest
+                && item.sequence == known.newest
             {
-                if item.sequence == known.newest {
-                    for key in &open {
-                        if let (Some(start), Some(s)) = (known.since.get(key), since.get_mut(key)) {
-                            *s = *start;
-                        }
+                for key in &open {
+                    if let (Some(start), Some(s)) = (known.since.get(key), since.get_mut(key)) {
+                        *s = *start;
                     }
-                    if reboot_open && let Some(start) = known.reboot {
-                        reboot = Some(start);
-                    }
-                    return false;
                 }
-                // The known item is gone from view (an as-of or a gap): walk on.
+                if reboot_open && let Some(start) = known.reboot {
+                    reboot = Some(start);
+                }
+                return false;
             }
             let within = item.observed_at_ms >= stop_before_ms;
             // An error item says nothing either way: the run goes on past it.
