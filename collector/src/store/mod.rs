@@ -792,6 +792,11 @@ fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // 32 MiB of page cache (the default is 2 MiB): index pages of a large fleet stay in memory.
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    // Checkpoint the WAL every ~40 MiB instead of every 4 MiB: pages written again and again
+    // (index interior pages, chain heads) are copied into the database once per checkpoint.
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(())
 }
