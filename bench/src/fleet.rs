@@ -122,6 +122,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    fn add(&mut self, session: Session) {
+        self.batches += session.batches;
+        self.items_stored += session.items_stored;
+        self.latencies.extend(session.latencies);
+        if let Some(error) = session.error {
+            self.errors += 1;
+            self.first_error.get_or_insert(error);
+        }
+    }
+
     pub fn items_per_sec(&self) -> f64 {
         self.items_stored as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -183,13 +193,7 @@ pub async fn stream(
     drop(results_tx);
     let mut outcome = Outcome::default();
     while let Some(session) = results_rx.recv().await {
-        outcome.batches += session.batches;
-        outcome.items_stored += session.items_stored;
-        outcome.latencies.extend(session.latencies);
-        if let Some(error) = session.error {
-            outcome.errors += 1;
-            outcome.first_error.get_or_insert(error);
-        }
+        outcome.add(session);
     }
     let mut agents = Vec::new();
     for task in tasks {
@@ -359,13 +363,7 @@ pub async fn stream_once(
     let mut agents = Vec::new();
     for task in tasks {
         let (session, agent) = task.await?;
-        outcome.batches += session.batches;
-        outcome.items_stored += session.items_stored;
-        outcome.latencies.extend(session.latencies);
-        if let Some(error) = session.error {
-            outcome.errors += 1;
-            outcome.first_error.get_or_insert(error);
-        }
+        outcome.add(session);
         agents.push(agent);
     }
     outcome.elapsed = started.elapsed();

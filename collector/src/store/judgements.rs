@@ -367,10 +367,7 @@ impl Store {
     pub fn action(&self, id: i64) -> Result<Option<(ActionRow, Vec<EventRow>)>, StoreError> {
         let conn = self.conn();
         let action = conn
-            .prepare_cached(
-                "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity, x.opened_at_ms
-                 FROM actions x JOIN agents a ON a.agent_id = x.agent_id WHERE x.id = ?1",
-            )?
+            .prepare_cached(&format!("{ACTION_COLUMNS} WHERE x.id = ?1"))?
             .query_row([id], action_row)
             .optional()?;
         let Some(action) = action else {
@@ -390,11 +387,9 @@ impl Store {
         as_of_ms: Option<i64>,
     ) -> Result<Vec<(ActionRow, Vec<EventRow>)>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity, x.opened_at_ms
-             FROM actions x JOIN agents a ON a.agent_id = x.agent_id
-             WHERE ?1 IS NULL OR x.opened_at_ms <= ?1 ORDER BY x.id",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "{ACTION_COLUMNS} WHERE ?1 IS NULL OR x.opened_at_ms <= ?1 ORDER BY x.id"
+        ))?;
         let actions = stmt
             .query_map([as_of_ms], action_row)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -492,10 +487,7 @@ fn action_for_in(
         return Ok(None);
     };
     let action = conn
-        .prepare_cached(
-            "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity, x.opened_at_ms
-             FROM actions x JOIN agents a ON a.agent_id = x.agent_id WHERE x.id = ?1",
-        )?
+        .prepare_cached(&format!("{ACTION_COLUMNS} WHERE x.id = ?1"))?
         .query_row([id], action_row)
         .optional()?;
     let last = conn
@@ -527,6 +519,10 @@ fn open_in(
     insert_event(conn, id, event)?;
     Ok(id)
 }
+
+const ACTION_COLUMNS: &str =
+    "SELECT x.id, x.agent_id, a.hostname, x.rule_id, x.rule_title, x.severity,
+        x.opened_at_ms FROM actions x JOIN agents a ON a.agent_id = x.agent_id";
 
 const EVENT_COLUMNS: &str =
     "SELECT id, action_id, at_ms, kind, state, actor, reason, owner, due_at_ms,
