@@ -3,7 +3,6 @@
 //! send, wait for each ack, disconnect).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -157,7 +156,6 @@ pub async fn stream(
     let started = Instant::now();
     let deadline = started + load.duration;
     let turns = Arc::new(Semaphore::new(load.connections.max(1)));
-    let sent = Arc::new(AtomicU64::new(0));
     let count = agents.len().max(1) as f64;
     let (results_tx, mut results_rx) = mpsc::unbounded_channel();
     let mut tasks = Vec::new();
@@ -166,7 +164,6 @@ pub async fn stream(
         let cycle = cycle.clone();
         let load = load.clone();
         let turns = turns.clone();
-        let sent = sent.clone();
         let results = results_tx.clone();
         tasks.push(tokio::spawn(async move {
             // Each agent paces itself to its share of the rate, starting at a random phase.
@@ -182,7 +179,6 @@ pub async fn stream(
                 };
                 let session =
                     session(&url, &mut agent, &cycle, &load, deadline, period, &mut next).await;
-                sent.fetch_add(1, Ordering::Relaxed);
                 if results.send(session).is_err() {
                     break;
                 }

@@ -280,86 +280,84 @@ fn next_event(
     due_ms: i64,
     now_ms: i64,
 ) -> Option<EventRow> {
-    {
-        let state = State::parse(&current.state)?;
-        // Only evidence that arrived, and was observed, after the newest event may move the
-        // action: a late delivery from an agent's spool must not undo a resolution. A verdict
-        // that rests on silence counts once the silence outlasted its threshold since then.
-        let fresh = match (
-            judgement.decided_by_received_ms,
-            judgement.decided_by_observed_ms,
-        ) {
-            (Some(received), observed) => {
-                received > current.at_ms
-                    && observed.is_none_or(|o| o > current.at_ms - CLOCK_TOLERANCE_MS)
+    let state = State::parse(&current.state)?;
+    // Only evidence that arrived, and was observed, after the newest event may move the
+    // action: a late delivery from an agent's spool must not undo a resolution. A verdict
+    // that rests on silence counts once the silence outlasted its threshold since then.
+    let fresh = match (
+        judgement.decided_by_received_ms,
+        judgement.decided_by_observed_ms,
+    ) {
+        (Some(received), observed) => {
+            received > current.at_ms
+                && observed.is_none_or(|o| o > current.at_ms - CLOCK_TOLERANCE_MS)
+        }
+        (None, _) => match rule.condition {
+            Condition::AgentReporting { max_silence_ms } => {
+                now_ms.saturating_sub(current.at_ms) > max_silence_ms
             }
-            (None, _) => match rule.condition {
-                Condition::AgentReporting { max_silence_ms } => {
-                    now_ms.saturating_sub(current.at_ms) > max_silence_ms
-                }
-                _ => true,
-            },
-        };
-        // Events of one action never go back in time, whatever the clocks of the steps.
-        let now_ms = now_ms.max(current.at_ms + 1);
-        let expired =
-            state == State::RiskAccepted && current.risk_expires_at_ms.is_some_and(|t| now_ms >= t);
-        let mut event = carried(current, now_ms, SYSTEM, &judgement.detail);
-        event.policy_version = Some(active.version);
-        event.evidence = judgement.evidence.clone();
-        let reopen = |mut event: EventRow, why: String| {
-            event.kind = "reopened".into();
-            event.state = State::Reopened.as_str().into();
-            event.reason = why;
-            event.due_at_ms = Some(now_ms.saturating_add(due_ms));
+            _ => true,
+        },
+    };
+    // Events of one action never go back in time, whatever the clocks of the steps.
+    let now_ms = now_ms.max(current.at_ms + 1);
+    let expired =
+        state == State::RiskAccepted && current.risk_expires_at_ms.is_some_and(|t| now_ms >= t);
+    let mut event = carried(current, now_ms, SYSTEM, &judgement.detail);
+    event.policy_version = Some(active.version);
+    event.evidence = judgement.evidence.clone();
+    let reopen = |mut event: EventRow, why: String| {
+        event.kind = "reopened".into();
+        event.state = State::Reopened.as_str().into();
+        event.reason = why;
+        event.due_at_ms = Some(now_ms.saturating_add(due_ms));
+        event.risk_expires_at_ms = None;
+        Some(event)
+    };
+    match judgement.outcome {
+        RuleOutcome::Pass if fresh && state != State::Verified => {
+            event.kind = "verified".into();
+            event.state = State::Verified.as_str().into();
+            event.reason = match state {
+                State::Resolved => format!(
+                    "compliant evidence arrived after the resolution: {}",
+                    judgement.detail
+                ),
+                State::RiskAccepted => format!(
+                    "compliant evidence arrived while the risk was accepted: {}",
+                    judgement.detail
+                ),
+                _ => format!(
+                    "compliant evidence arrived; no one resolved it by hand: {}",
+                    judgement.detail
+                ),
+            };
             event.risk_expires_at_ms = None;
             Some(event)
-        };
-        match judgement.outcome {
-            RuleOutcome::Pass if fresh && state != State::Verified => {
-                event.kind = "verified".into();
-                event.state = State::Verified.as_str().into();
-                event.reason = match state {
-                    State::Resolved => format!(
-                        "compliant evidence arrived after the resolution: {}",
-                        judgement.detail
-                    ),
-                    State::RiskAccepted => format!(
-                        "compliant evidence arrived while the risk was accepted: {}",
-                        judgement.detail
-                    ),
-                    _ => format!(
-                        "compliant evidence arrived; no one resolved it by hand: {}",
-                        judgement.detail
-                    ),
-                };
-                event.risk_expires_at_ms = None;
-                Some(event)
-            }
-            RuleOutcome::Fail if fresh && state == State::Verified => reopen(
-                event,
-                format!("the deviation came back: {}", judgement.detail),
-            ),
-            RuleOutcome::Fail if fresh && state == State::Resolved => reopen(
-                event,
-                format!(
-                    "evidence after the resolution still fails: {}",
-                    judgement.detail
-                ),
-            ),
-            _ if expired => reopen(
-                event,
-                format!(
-                    "the risk acceptance expired {}: {}",
-                    current
-                        .risk_expires_at_ms
-                        .map(format_unix_ms)
-                        .unwrap_or_default(),
-                    judgement.detail
-                ),
-            ),
-            _ => None,
         }
+        RuleOutcome::Fail if fresh && state == State::Verified => reopen(
+            event,
+            format!("the deviation came back: {}", judgement.detail),
+        ),
+        RuleOutcome::Fail if fresh && state == State::Resolved => reopen(
+            event,
+            format!(
+                "evidence after the resolution still fails: {}",
+                judgement.detail
+            ),
+        ),
+        _ if expired => reopen(
+            event,
+            format!(
+                "the risk acceptance expired {}: {}",
+                current
+                    .risk_expires_at_ms
+                    .map(format_unix_ms)
+                    .unwrap_or_default(),
+                judgement.detail
+            ),
+        ),
+        _ => None,
     }
 }
 

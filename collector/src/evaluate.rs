@@ -681,9 +681,7 @@ async fn reload(evaluator: &Arc<Evaluator>, source: &PolicySource, refused: &mut
         }
         return;
     };
-    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
-    let mut hash = [0; 32];
-    hash.copy_from_slice(digest.as_ref());
+    let hash = crate::policy::sha256(&text);
     if evaluator.active().policy.sha256 == hash || *refused == Some(hash) {
         return;
     }

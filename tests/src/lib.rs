@@ -312,7 +312,7 @@ impl Agent {
     }
 }
 
-/// Polls `check` every 100 ms until it returns `Some`, for at most `seconds`, then panics with
+/// Polls `check` every 50 ms until it returns `Some`, for at most `seconds`, then panics with
 /// `what`. For waiting on a background process, never for judging speed.
 pub fn wait_for_some<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -321,18 +321,14 @@ pub fn wait_for_some<T>(seconds: u64, what: &str, mut check: impl FnMut() -> Opt
             return value;
         }
         assert!(Instant::now() < deadline, "waited {seconds} s for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Polls `done` every 50 ms until it holds; panics naming `what` after a minute. A deadline
 /// against a hang, not a timing claim: the tests assert what happened, never how fast.
 pub fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_some(60, what, || done().then_some(()));
 }
 
 /// Writes an `agent.toml` beside `agent`'s state directory for unattended enrolment with

@@ -1,5 +1,4 @@
 use super::*;
-use crate::ca::{CaPaths, CertificateAuthority};
 use crate::model::HostFacts;
 use crate::policy::Policy;
 use crate::policy::judge::Judgement;
@@ -11,25 +10,12 @@ const T0: i64 = 1_790_000_000_000;
 /// A store with one enrolled agent, `agt-1`, on host "web-1".
 fn store_with_agent(dir: &std::path::Path) -> Store {
     let store = Store::open_or_create(&dir.join("collector.db")).expect("store");
-    let ca = CertificateAuthority::load_or_create(&CaPaths::new(dir)).expect("ca");
-    let key = rcgen::KeyPair::generate().expect("key");
-    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-        .expect("params")
-        .serialize_request(&key)
-        .expect("csr");
-    store
-        .create_token(b"token", T0, T0 + HOUR, 1)
-        .expect("token");
     let host = HostFacts {
         hostname: "web-1".into(),
         os_family: "linux".into(),
         ..HostFacts::default()
     };
-    store
-        .enroll(b"token", T0, &host, "agt-1", |id| {
-            ca.sign_agent_csr(csr.der(), id, time::Duration::days(1))
-        })
-        .expect("enrol");
+    crate::store::enrol_for_test(&store, dir, &host);
     store
 }
 

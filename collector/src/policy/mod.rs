@@ -635,7 +635,8 @@ fn line_of(text: &str, offset: usize) -> usize {
         .map_or(1, |before| before.matches('\n').count() + 1)
 }
 
-fn sha256(text: &str) -> [u8; 32] {
+/// SHA-256 of a policy's text: the same text is the same policy version.
+pub fn sha256(text: &str) -> [u8; 32] {
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     let mut out = [0; 32];
     out.copy_from_slice(digest.as_ref());

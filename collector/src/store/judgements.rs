@@ -130,8 +130,8 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The newest item of each of `kinds` (and of any kind, as `check_kind` 0's entry is not
-    /// used: see `newest_item`) that arrived by `as_of_ms`.
+    /// The newest item of each of `kinds` that arrived by `as_of_ms` (`newest_arrival` gives
+    /// the newest of any kind).
     pub fn newest_items(
         &self,
         agent_id: &str,
@@ -479,24 +479,22 @@ fn action_for_in(
     agent_id: &str,
     rule_id: &str,
 ) -> Result<Option<(ActionRow, EventRow)>, StoreError> {
-    let id: Option<i64> = conn
-        .prepare_cached("SELECT id FROM actions WHERE agent_id = ?1 AND rule_id = ?2")?
-        .query_row(params![agent_id, rule_id], |r| r.get(0))
+    let action = conn
+        .prepare_cached(&format!(
+            "{ACTION_COLUMNS} WHERE x.agent_id = ?1 AND x.rule_id = ?2"
+        ))?
+        .query_row(params![agent_id, rule_id], action_row)
         .optional()?;
-    let Some(id) = id else {
+    let Some(action) = action else {
         return Ok(None);
     };
-    let action = conn
-        .prepare_cached(&format!("{ACTION_COLUMNS} WHERE x.id = ?1"))?
-        .query_row([id], action_row)
-        .optional()?;
     let last = conn
         .prepare_cached(&format!(
             "{EVENT_COLUMNS} WHERE action_id = ?1 ORDER BY id DESC LIMIT 1"
         ))?
-        .query_row([id], event_row)
+        .query_row([action.id], event_row)
         .optional()?;
-    Ok(action.zip(last))
+    Ok(last.map(|last| (action, last)))
 }
 
 fn open_in(

@@ -747,6 +747,30 @@ fn append_in(
     })
 }
 
+/// Enrols agent `agt-1` on `host` directly in `store`, under a CA made in `dir` (for tests
+/// that need an agent row and its certificate identity).
+#[cfg(test)]
+pub(crate) fn enrol_for_test(store: &Store, dir: &Path, host: &HostFacts) -> CertIdentity {
+    let ca =
+        crate::ca::CertificateAuthority::load_or_create(&crate::ca::CaPaths::new(dir)).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+        .expect("params")
+        .serialize_request(&key)
+        .expect("csr");
+    store.create_token(b"t", 0, i64::MAX, 1).expect("token");
+    let enrolled = store
+        .enroll(b"t", 1, host, "agt-1", |id| {
+            ca.sign_agent_csr(csr.der(), id, time::Duration::days(1))
+        })
+        .expect("enrol");
+    let fingerprint = ring::digest::digest(&ring::digest::SHA256, &enrolled.cert.der);
+    store
+        .certificate_identity(fingerprint.as_ref())
+        .expect("read")
+        .expect("identity")
+}
+
 /// Reads batches on a connection already held (see `Store::for_each_evidence`).
 #[derive(Debug)]
 pub struct BatchReader<'a> {
@@ -860,27 +884,6 @@ mod tests {
             .expect("a write fits again");
     }
 
-    fn enrolled(store: &Store, dir: &Path) -> CertIdentity {
-        let ca = crate::ca::CertificateAuthority::load_or_create(&crate::ca::CaPaths::new(dir))
-            .expect("ca");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
-            .expect("params")
-            .serialize_request(&key)
-            .expect("csr");
-        store.create_token(b"t", 0, i64::MAX, 1).expect("token");
-        let enrolled = store
-            .enroll(b"t", 1, &HostFacts::default(), "agt-1", |id| {
-                ca.sign_agent_csr(csr.der(), id, time::Duration::days(1))
-            })
-            .expect("enrol");
-        let fingerprint = ring::digest::digest(&ring::digest::SHA256, &enrolled.cert.der);
-        store
-            .certificate_identity(fingerprint.as_ref())
-            .expect("read")
-            .expect("identity")
-    }
-
     fn batch(sequences: &[u64]) -> BatchToAppend {
         BatchToAppend {
             items_bytes: sequences.iter().flat_map(|s| s.to_be_bytes()).collect(),
@@ -904,7 +907,7 @@ mod tests {
     fn a_group_commit_refuses_one_batch_and_keeps_the_others() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
-        let identity = enrolled(&store, dir.path());
+        let identity = enrol_for_test(&store, dir.path(), &HostFacts::default());
         let (first, jump, next) = (batch(&[1, 2]), batch(&[5]), batch(&[3]));
         let results = store.append_batches(&[
             (&identity, &first, 10),
