@@ -124,33 +124,33 @@ pub fn request(
     let reason = reason.trim();
     if actor.is_empty() {
         return Err(ActionError::Invalid(
-            "--actor is empty: name the person taking this step".into(),
+            "the actor is empty: name the person taking this step".into(),
         ));
     }
     if actor.eq_ignore_ascii_case(SYSTEM) {
         return Err(ActionError::Invalid(format!(
-            "--actor {actor:?} is reserved for steps the collector takes from evidence: name the person"
+            "actor {actor:?} is reserved for steps the collector takes from evidence: name the person"
         )));
     }
     if reason.is_empty() {
         return Err(ActionError::Invalid(
-            "--reason is empty: say why, for the record".into(),
+            "the reason is empty: say why, for the record".into(),
         ));
     }
     match request {
         Request::Ack { owner } if owner.trim().is_empty() => {
             return Err(ActionError::Invalid(
-                "--owner is empty: name who will remediate".into(),
+                "the owner is empty: name who will remediate".into(),
             ));
         }
         Request::Resolve { root_cause } if root_cause.trim().is_empty() => {
             return Err(ActionError::Invalid(
-                "--root-cause is empty: say why the deviation happened".into(),
+                "the root cause is empty: say why the deviation happened".into(),
             ));
         }
         Request::AcceptRisk { expires_at_ms } if *expires_at_ms <= now_ms => {
             return Err(ActionError::Invalid(format!(
-                "--expires {} is not in the future: a risk is accepted until a later date",
+                "the expiry {} is not in the future: a risk is accepted until a later date",
                 format_unix_ms(*expires_at_ms)
             )));
         }
@@ -158,7 +158,7 @@ pub fn request(
             if *expires_at_ms - now_ms > MAX_RISK_ACCEPTANCE_DAYS * 86_400_000 =>
         {
             return Err(ActionError::Invalid(format!(
-                "--expires {} is more than {MAX_RISK_ACCEPTANCE_DAYS} days away: accept the risk for a shorter time and review it again",
+                "the expiry {} is more than {MAX_RISK_ACCEPTANCE_DAYS} days away: accept the risk for a shorter time and review it again",
                 format_unix_ms(*expires_at_ms)
             )));
         }

@@ -10,6 +10,8 @@ use serde::Deserialize;
 use crate::server::ServeConfig;
 
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:7443";
+/// The reviewers' web page (HTTPS); `off` turns it off.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_AGENT_CERT_LIFETIME_DAYS: u64 = 90;
 pub const DEFAULT_MAX_BATCH_ITEMS: usize = 1000;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -22,6 +24,8 @@ pub const MIN_MAX_DATABASE_BYTES: u64 = 1024 * 1024;
 pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub grpc_listen: Option<String>,
+    /// The reviewers' web page and JSON API over HTTPS (default 127.0.0.1:8443), or "off".
+    pub web_listen: Option<String>,
     pub server_names: Option<Vec<String>>,
     pub agent_certificate_lifetime_days: Option<u64>,
     pub max_batch_items: Option<usize>,
@@ -45,6 +49,7 @@ pub struct FileConfig {
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub grpc_listen: Option<String>,
+    pub web_listen: Option<String>,
     pub server_names: Vec<String>,
     pub max_database_bytes: Option<u64>,
     pub policy_file: Option<PathBuf>,
@@ -76,6 +81,19 @@ impl FileConfig {
                 "grpc_listen {listen:?} is not an address: write it as IP:PORT, e.g. 0.0.0.0:7443"
             )
         })?;
+        let web = overrides
+            .web_listen
+            .or(self.web_listen)
+            .unwrap_or_else(|| DEFAULT_WEB_LISTEN.to_owned());
+        let web_listen: Option<SocketAddr> = if web.trim() == "off" {
+            None
+        } else {
+            Some(web.parse().with_context(|| {
+                format!(
+                    "web_listen {web:?} is not an address: write it as IP:PORT, e.g. 0.0.0.0:8443, or \"off\""
+                )
+            })?)
+        };
         let mut server_names = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -152,6 +170,7 @@ impl FileConfig {
             evaluation_interval: Duration::from_secs(evaluation_interval_secs),
             data_dir,
             grpc_listen,
+            web_listen,
             server_names,
             agent_cert_lifetime: Duration::from_secs(days * 86_400),
             max_batch_items,

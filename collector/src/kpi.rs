@@ -98,7 +98,7 @@ pub fn report(store: &Store, from_ms: i64, to_ms: i64) -> Result<KpiReport, KpiE
         let at = (from_ms + (day + 1) * DAY_MS - 1).min(to_ms);
         let in_force = status::policy_in_force(store, at)?;
         let hosts = evaluate::evaluate(store, &in_force.policy, at, None)?;
-        let snapshot = status::report(&in_force, &hosts, at);
+        let snapshot = status::report(&in_force, &status::verdicts(&hosts), at);
         for c in snapshot.controls {
             let trend = trends.entry(c.control.clone()).or_insert_with(|| {
                 order.push(c.control.clone());

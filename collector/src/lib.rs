@@ -2,6 +2,7 @@
 //! stores it append-only in SQLite with a per-agent hash chain and the agents' batch signatures,
 //! and shows it to reviewers. See ARCHITECTURE.md for the map.
 
+pub mod accounts;
 pub mod actions;
 pub mod ca;
 pub mod chain;
@@ -22,3 +23,5 @@ pub mod status;
 pub mod store;
 pub mod token;
 pub mod verify;
+pub mod views;
+pub mod web;

@@ -59,7 +59,12 @@ pub fn list_evidence(
 
 /// A one-line summary of an item for the table view.
 pub fn summary(record: &EvidenceRecord) -> String {
-    match record.item.as_ref().map(|i| &i.outcome) {
+    summary_of(record.item.as_ref())
+}
+
+/// A one-line summary of a decoded item (`None`: it could not be decoded).
+pub fn summary_of(item: Option<&EvidenceItem>) -> String {
+    match item.map(|i| &i.outcome) {
         None => "(stored item cannot be decoded: run `evident-collector verify`)".to_owned(),
         Some(Outcome::Error { reason, .. }) => format!("error: {reason}"),
         Some(Outcome::Patch(f)) => {

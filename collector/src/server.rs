@@ -31,6 +31,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub grpc_listen: SocketAddr,
+    /// The reviewers' web page; `None` when turned off.
+    pub web_listen: Option<SocketAddr>,
     /// DNS names and IP addresses agents use to reach this collector.
     pub server_names: Vec<String>,
     pub agent_cert_lifetime: Duration,
@@ -99,6 +101,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         config.evaluation_interval,
     ));
     let identity = ca.issue_server_identity(&paths, &config.server_names)?;
+    let web_tls = web_tls_config(&identity)?;
     let tls = Arc::new(tls_config(&ca, identity)?);
 
     let listener = TcpListener::bind(config.grpc_listen)
@@ -108,6 +111,43 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
     std::fs::write(address_file(&config.data_dir), format!("{local}\n"))
         .context("write grpc.addr")?;
     info!(address = %local, ca_fingerprint = %ca.fingerprint(), "collector listening");
+
+    let (stop_web, web_stopped) = tokio::sync::watch::channel(false);
+    let web = match config.web_listen {
+        Some(address) => {
+            let listener = std::net::TcpListener::bind(address)
+                .with_context(|| format!("listen on {address} for the web page (web_listen)"))?;
+            let web_local = listener
+                .local_addr()
+                .context("read the web page's address")?;
+            std::fs::write(
+                crate::web::address_file(&config.data_dir),
+                format!("{web_local}\n"),
+            )
+            .context("write web.addr")?;
+            // Its own connection: pages read while ingest writes (WAL readers do not block).
+            let web_store = Arc::new(Store::open_existing(&database_path(&config.data_dir))?);
+            let state = crate::web::AppState::new(
+                web_store,
+                ca.fingerprint(),
+                agent_url(local, &config.server_names),
+            );
+            let mut stopped = web_stopped;
+            Some(tokio::spawn(crate::web::serve(
+                listener,
+                Arc::new(web_tls),
+                state,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            )))
+        }
+        None => None,
+    };
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_web.send(true);
+    };
 
     let (conn_tx, conn_rx) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
     let accept = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), conn_tx));
@@ -142,6 +182,13 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         .await;
     accept.abort();
     evaluation.abort();
+    if let Some(web) = web {
+        match web.await {
+            Ok(Err(e)) => warn!(error = %format!("{e:#}"), "the web page stopped with an error"),
+            Err(e) => warn!(error = %e, "the web page task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     info!("collector stopped");
     result.context("serve gRPC")
 }
@@ -200,6 +247,31 @@ fn tls_config(
         .context("load server certificate")?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// The web page's TLS: the same server certificate, no client certificates, HTTP/1.1.
+fn web_tls_config(identity: &crate::ca::ServerIdentity) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key().into())
+        .context("load server certificate for the web page")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// How agents reach this collector, for the enrolment command line the web page shows.
+fn agent_url(local: SocketAddr, server_names: &[String]) -> String {
+    if !local.ip().is_unspecified() {
+        return format!("https://{local}");
+    }
+    let name = server_names
+        .iter()
+        .find(|n| !["localhost", "127.0.0.1", "::1"].contains(&n.as_str()))
+        .map_or("COLLECTOR-HOST", String::as_str);
+    format!("https://{name}:{}", local.port())
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

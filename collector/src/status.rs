@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::evaluate::{self, HostJudgements};
 use crate::model::format_unix_ms;
-use crate::policy::judge::RuleOutcome;
+use crate::policy::judge::{Judgement, RuleOutcome};
 use crate::policy::{Catalogue, Policy, PolicyError};
 use crate::store::Store;
 
@@ -113,10 +113,31 @@ pub struct Finding {
 pub fn status(store: &Store, as_of_ms: i64) -> Result<StatusReport, StatusError> {
     let in_force = policy_in_force(store, as_of_ms)?;
     let hosts = evaluate::evaluate(store, &in_force.policy, as_of_ms, None)?;
-    Ok(report(&in_force, &hosts, as_of_ms))
+    Ok(report(&in_force, &verdicts(&hosts), as_of_ms))
 }
 
-pub fn report(in_force: &PolicyInForce, hosts: &[HostJudgements], as_of_ms: i64) -> StatusReport {
+/// One host's verdicts, however they were reached: judged now from evidence, or read back from
+/// the results the collector recorded (the web page's fast path).
+#[derive(Debug, Clone, Copy)]
+pub struct HostVerdicts<'a> {
+    pub agent_id: &'a str,
+    pub hostname: &'a str,
+    /// By rule id.
+    pub judgements: &'a [(String, Judgement)],
+}
+
+pub fn verdicts(hosts: &[HostJudgements]) -> Vec<HostVerdicts<'_>> {
+    hosts
+        .iter()
+        .map(|h| HostVerdicts {
+            agent_id: &h.host.agent_id,
+            hostname: &h.host.hostname,
+            judgements: &h.judgements,
+        })
+        .collect()
+}
+
+pub fn report(in_force: &PolicyInForce, hosts: &[HostVerdicts<'_>], as_of_ms: i64) -> StatusReport {
     let policy = &in_force.policy;
     let catalogue = Catalogue::builtin().ok();
     let controls = policy
@@ -136,15 +157,15 @@ pub fn report(in_force: &PolicyInForce, hosts: &[HostJudgements], as_of_ms: i64)
             let mut in_scope = BTreeSet::new();
             let mut failing = BTreeSet::new();
             for h in hosts {
-                for (rule_id, j) in &h.judgements {
+                for (rule_id, j) in h.judgements {
                     if !rules.iter().any(|r| &r.rule_id == rule_id) {
                         continue;
                     }
                     if j.outcome != RuleOutcome::NotApplicable {
-                        in_scope.insert(h.host.agent_id.as_str());
+                        in_scope.insert(h.agent_id);
                     }
                     if matches!(j.outcome, RuleOutcome::Fail | RuleOutcome::NoEvidence) {
-                        failing.insert(h.host.agent_id.as_str());
+                        failing.insert(h.agent_id);
                     }
                 }
             }
@@ -170,7 +191,7 @@ pub fn report(in_force: &PolicyInForce, hosts: &[HostJudgements], as_of_ms: i64)
     }
 }
 
-fn rule_status(rule: &crate::policy::Rule, hosts: &[HostJudgements]) -> RuleStatus {
+fn rule_status(rule: &crate::policy::Rule, hosts: &[HostVerdicts<'_>]) -> RuleStatus {
     let mut findings = Vec::new();
     let mut outcomes = Vec::new();
     let mut in_scope = 0;
@@ -184,8 +205,8 @@ fn rule_status(rule: &crate::policy::Rule, hosts: &[HostJudgements]) -> RuleStat
             RuleOutcome::NotApplicable => continue,
             RuleOutcome::Pass => passing += 1,
             RuleOutcome::Fail | RuleOutcome::NoEvidence => findings.push(Finding {
-                agent_id: h.host.agent_id.clone(),
-                hostname: h.host.hostname.clone(),
+                agent_id: h.agent_id.to_owned(),
+                hostname: h.hostname.to_owned(),
                 outcome: j.outcome,
                 detail: j.detail.clone(),
                 offending: j.offending.clone(),

@@ -356,7 +356,11 @@ fn people_must_say_who_and_why() {
     let comment = |actor: &str, reason: &str| {
         request(&store, id, &Request::Comment, actor, reason, T0 + 1).map_err(|e| e.to_string())
     };
-    assert!(comment("", "x").expect_err("no actor").contains("--actor"));
+    assert!(
+        comment("", "x")
+            .expect_err("no actor")
+            .contains("the actor is empty")
+    );
     assert!(
         comment("System", "x")
             .expect_err("reserved")
@@ -365,7 +369,7 @@ fn people_must_say_who_and_why() {
     assert!(
         comment("alice", " ")
             .expect_err("no reason")
-            .contains("--reason")
+            .contains("the reason is empty")
     );
     assert_eq!(comment("alice", "looking").expect("comment").state, "open");
     let past = request(

@@ -1,6 +1,7 @@
 //! The command line: argument parsing and the small commands that are not `serve`.
 
 mod judgement;
+mod users;
 pub use judgement::{DayEdge, parse_moment};
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,9 @@ pub enum Command {
     /// Reports for monitoring and management review.
     #[command(subcommand)]
     Report(judgement::ReportCommand),
+    /// Reviewers' accounts for the web page and API: add, list, disable, token.
+    #[command(subcommand)]
+    User(users::UserCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +106,10 @@ pub struct ServeArgs {
     /// Address for gRPC/TLS, e.g. 0.0.0.0:7443 (port 0 picks one; see DIR/grpc.addr).
     #[arg(long, value_name = "ADDR")]
     pub grpc_listen: Option<String>,
+    /// Address of the reviewers' web page and JSON API over HTTPS, e.g. 0.0.0.0:8443, or
+    /// "off" (default 127.0.0.1:8443; port 0 picks one; see DIR/web.addr).
+    #[arg(long, value_name = "ADDR")]
+    pub web_listen: Option<String>,
     /// A DNS name or IP agents use to reach this collector (repeatable).
     #[arg(long = "server-name", value_name = "NAME")]
     pub server_names: Vec<String>,
@@ -174,6 +182,7 @@ impl ServeArgs {
         file.validate(Overrides {
             data_dir: self.data_dir,
             grpc_listen: self.grpc_listen,
+            web_listen: self.web_listen,
             server_names: self.server_names,
             max_database_bytes: self.max_database_bytes,
             policy_file: self.policy,
@@ -238,6 +247,7 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
         Command::Actions(command) => judgement::actions_command(command),
         Command::Results(command) => judgement::results_command(command),
         Command::Report(command) => judgement::report_command(command),
+        Command::User(command) => users::user_command(command),
         Command::Evidence(EvidenceCommand::List {
             data_dir,
             agent,
@@ -324,7 +334,7 @@ fn agent_command(command: AgentCommand) -> anyhow::Result<u8> {
     }
 }
 
-fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
+pub(crate) fn open_store(data_dir: &Path) -> anyhow::Result<Store> {
     Store::open_existing(&server::database_path(data_dir))
         .with_context(|| format!("open the collector data directory {}", data_dir.display()))
 }

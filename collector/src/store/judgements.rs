@@ -596,7 +596,7 @@ fn policy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyRow> {
     })
 }
 
-fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
+pub(super) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
     Ok(ResultRow {
         policy_version: r.get(0)?,
         rule_id: r.get(1)?,

@@ -16,15 +16,18 @@ use crate::chain;
 use crate::model::{CheckKind, HostFacts};
 
 mod judgements;
+mod reviewers;
 pub use judgements::{
     ActionRow, ActionTx, EventError, EventRow, HostRow, ItemRow, PolicyRow, ResultRow,
 };
+pub use reviewers::{AuditEntry, AuditRow, ChainPosition, SessionRow, UserRow};
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0001_evidence_pipe.sql")),
     M::up(include_str!("migrations/0002_agent_revocation.sql")),
     M::up(include_str!("migrations/0003_clock_skew.sql")),
     M::up(include_str!("migrations/0004_policy_and_actions.sql")),
+    M::up(include_str!("migrations/0006_reviewers.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -487,16 +490,20 @@ impl Store {
     /// Agent ids in a stable order.
     /// Every enrolled agent with its state, last contact and certificate expiry, by id.
     pub fn agents(&self) -> Result<Vec<AgentRow>, StoreError> {
+        self.agents_where(None)
+    }
+
+    fn agents_where(&self, agent_id: Option<&str>) -> Result<Vec<AgentRow>, StoreError> {
         let conn = self.conn();
-        let mut statement = conn.prepare(
+        let mut statement = conn.prepare_cached(
             "SELECT a.agent_id, a.hostname, a.os_family, a.os_name, a.state, a.enrolled_at_ms,
                     a.revoked_at_ms, a.revoked_reason,
                     (SELECT MAX(received_at_ms) FROM batches b WHERE b.agent_id = a.agent_id),
                     (SELECT MAX(not_after_ms) FROM certificates c WHERE c.agent_id = a.agent_id),
                     (SELECT COUNT(*) FROM evidence e WHERE e.agent_id = a.agent_id)
-             FROM agents a ORDER BY a.agent_id",
+             FROM agents a WHERE ?1 IS NULL OR a.agent_id = ?1 ORDER BY a.agent_id",
         )?;
-        let rows = statement.query_map([], |r| {
+        let rows = statement.query_map([agent_id], |r| {
             Ok(AgentRow {
                 agent_id: r.get(0)?,
                 hostname: r.get(1)?,
