@@ -40,7 +40,12 @@ impl CollectorProcess {
         let child = Command::new(&binary)
             .args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(["--grpc-listen", "127.0.0.1:0"])
+            .args([
+                "--grpc-listen",
+                "127.0.0.1:0",
+                "--web-listen",
+                "127.0.0.1:0",
+            ])
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

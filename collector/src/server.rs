@@ -108,9 +108,6 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         .await
         .with_context(|| format!("listen on {}", config.grpc_listen))?;
     let local = listener.local_addr().context("read listening address")?;
-    std::fs::write(address_file(&config.data_dir), format!("{local}\n"))
-        .context("write grpc.addr")?;
-    info!(address = %local, ca_fingerprint = %ca.fingerprint(), "collector listening");
 
     let (stop_web, web_stopped) = tokio::sync::watch::channel(false);
     let web = match config.web_listen {
@@ -148,6 +145,10 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         shutdown.await;
         let _ = stop_web.send(true);
     };
+    // Written last: whoever waits for it finds every listener bound.
+    std::fs::write(address_file(&config.data_dir), format!("{local}\n"))
+        .context("write grpc.addr")?;
+    info!(address = %local, ca_fingerprint = %ca.fingerprint(), "collector listening");
 
     let (conn_tx, conn_rx) = mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
     let accept = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), conn_tx));

@@ -103,6 +103,12 @@ impl Collector {
             .args(["serve", "--data-dir"])
             .arg(data_dir)
             .args(["--grpc-listen", listen])
+            // Tests run side by side: each web page on a port of its own.
+            .args(if extra_args.contains(&"--web-listen") {
+                &[][..]
+            } else {
+                &["--web-listen", "127.0.0.1:0"][..]
+            })
             .args(extra_args)
             .env("RUST_LOG", "info,evident_collector=debug")
             .env("NO_COLOR", "1")
@@ -135,6 +141,13 @@ impl Collector {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The web page's base URL, `https://127.0.0.1:PORT`.
+    pub fn web_url(&self) -> String {
+        let text = std::fs::read_to_string(self.data_dir.join("web.addr"))
+            .unwrap_or_else(|e| panic!("web.addr: {e}: {}", self.log()));
+        format!("https://{}", text.trim())
     }
 
     pub fn url(&self) -> String {
