@@ -1,5 +1,6 @@
 //! The command line: argument parsing and the small commands that are not `serve`.
 
+mod export;
 mod judgement;
 pub use judgement::{DayEdge, parse_moment};
 
@@ -60,6 +61,9 @@ pub enum Command {
     /// Reports for monitoring and management review.
     #[command(subcommand)]
     Report(judgement::ReportCommand),
+    /// Exports for auditors: CSV, the audit report (HTML) and OSCAL JSON for a period.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +242,7 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
         Command::Actions(command) => judgement::actions_command(command),
         Command::Results(command) => judgement::results_command(command),
         Command::Report(command) => judgement::report_command(command),
+        Command::Export(command) => export::export_command(command),
         Command::Evidence(EvidenceCommand::List {
             data_dir,
             agent,

@@ -15,7 +15,9 @@ use crate::ca::{CsrError, IssuedAgentCert};
 use crate::chain;
 use crate::model::{CheckKind, HostFacts};
 
+mod exports;
 mod judgements;
+pub use exports::{EvidenceRef, ExportEvidence, ExportResult};
 pub use judgements::{
     ActionRow, ActionTx, EventError, EventRow, HostRow, ItemRow, PolicyRow, ResultRow,
 };
