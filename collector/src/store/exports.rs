@@ -3,6 +3,7 @@
 //! and single evidence items looked up by agent and sequence.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use rusqlite::{OptionalExtension, params};
 
@@ -88,13 +89,14 @@ impl Store {
         let mut batches: HashMap<i64, Result<Vec<Vec<u8>>, String>> = HashMap::new();
         let mut out = Vec::with_capacity(rows.len());
         for (mut row, batch_id, item_index) in rows {
-            if !batches.contains_key(&batch_id) {
+            if let Entry::Vacant(slot) = batches.entry(batch_id) {
                 let blob: Vec<u8> = conn
                     .prepare_cached("SELECT items FROM batches WHERE id = ?1")?
                     .query_row([batch_id], |r| r.get(0))?;
-                let items = crate::convert::split_item_list(&blob)
-                    .map_err(|e| format!("batch {batch_id} does not split into items: {e}"));
-                batches.insert(batch_id, items);
+                slot.insert(
+                    crate::convert::split_item_list(&blob)
+                        .map_err(|e| format!("batch {batch_id} does not split into items: {e}")),
+                );
             }
             row.bytes = match batches.get(&batch_id) {
                 Some(Ok(items)) => usize::try_from(item_index)
