@@ -11,6 +11,7 @@ pub mod config;
 pub mod convert;
 pub mod enroll;
 pub mod evaluate;
+pub mod export;
 pub mod ingest;
 pub mod kpi;
 pub mod model;

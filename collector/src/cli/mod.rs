@@ -1,5 +1,6 @@
 //! The command line: argument parsing and the small commands that are not `serve`.
 
+mod export;
 mod judgement;
 mod users;
 pub use judgement::{DayEdge, parse_moment};
@@ -64,6 +65,9 @@ pub enum Command {
     /// Reviewers' accounts for the web page and API: add, list, disable, token.
     #[command(subcommand)]
     User(users::UserCommand),
+    /// Exports for auditors: CSV, the audit report (HTML) and OSCAL JSON for a period.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +252,7 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
         Command::Results(command) => judgement::results_command(command),
         Command::Report(command) => judgement::report_command(command),
         Command::User(command) => users::user_command(command),
+        Command::Export(command) => export::export_command(command),
         Command::Evidence(EvidenceCommand::List {
             data_dir,
             agent,

@@ -15,8 +15,10 @@ use crate::ca::{CsrError, IssuedAgentCert};
 use crate::chain;
 use crate::model::{CheckKind, HostFacts};
 
+mod exports;
 mod judgements;
 mod reviewers;
+pub use exports::{EvidenceRef, ExportEvidence, ExportResult};
 pub use judgements::{
     ActionRow, ActionTx, EventError, EventRow, HostRow, ItemRow, PolicyRow, ResultRow,
 };
