@@ -3,6 +3,7 @@
 //! and shows it to reviewers. See ARCHITECTURE.md for the map.
 
 pub mod actions;
+pub mod bundle;
 pub mod ca;
 pub mod chain;
 pub mod cli;
@@ -21,4 +22,5 @@ pub mod signature;
 pub mod status;
 pub mod store;
 pub mod token;
+pub mod transparency;
 pub mod verify;
