@@ -44,6 +44,8 @@ pub struct ServeConfig {
     pub policy_file: Option<PathBuf>,
     /// How often every host is judged again, for ages and silence.
     pub evaluation_interval: Duration,
+    /// How often a checkpoint is signed over all evidence (when it grew).
+    pub checkpoint_interval: Duration,
 }
 
 /// Paths inside a data directory.
@@ -98,6 +100,11 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         policy_source,
         config.evaluation_interval,
     ));
+    let checkpoints = tokio::spawn(crate::transparency::run_loop(
+        store.clone(),
+        ca.clone(),
+        config.checkpoint_interval,
+    ));
     let identity = ca.issue_server_identity(&paths, &config.server_names)?;
     let tls = Arc::new(tls_config(&ca, identity)?);
 
@@ -142,6 +149,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         .await;
     accept.abort();
     evaluation.abort();
+    checkpoints.abort();
     info!("collector stopped");
     result.context("serve gRPC")
 }

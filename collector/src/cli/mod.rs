@@ -1,6 +1,7 @@
 //! The command line: argument parsing and the small commands that are not `serve`.
 
 mod judgement;
+mod transparency;
 pub use judgement::{DayEdge, parse_moment};
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,12 @@ pub enum Command {
     /// Reports for monitoring and management review.
     #[command(subcommand)]
     Report(judgement::ReportCommand),
+    /// Signed checkpoints over all evidence, and consistency proofs between them.
+    #[command(subcommand)]
+    Checkpoint(transparency::CheckpointCommand),
+    /// Evidence bundles an auditor verifies offline.
+    #[command(subcommand)]
+    Bundle(transparency::BundleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +122,9 @@ pub struct ServeArgs {
     /// Seconds between evaluations of every host (default 300).
     #[arg(long, value_name = "SECS")]
     pub evaluation_interval_secs: Option<u64>,
+    /// Seconds between signed checkpoints over all evidence (default 3600).
+    #[arg(long, value_name = "SECS")]
+    pub checkpoint_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -178,6 +188,7 @@ impl ServeArgs {
             max_database_bytes: self.max_database_bytes,
             policy_file: self.policy,
             evaluation_interval_secs: self.evaluation_interval_secs,
+            checkpoint_interval_secs: self.checkpoint_interval_secs,
         })
     }
 }
@@ -238,6 +249,8 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
         Command::Actions(command) => judgement::actions_command(command),
         Command::Results(command) => judgement::results_command(command),
         Command::Report(command) => judgement::report_command(command),
+        Command::Checkpoint(command) => transparency::checkpoint_command(command),
+        Command::Bundle(command) => transparency::bundle_command(command),
         Command::Evidence(EvidenceCommand::List {
             data_dir,
             agent,
