@@ -111,10 +111,7 @@ pub fn export_bundle(
         };
         files.insert(certificate_path(&fingerprint), batch.certificate_der);
         files.insert(batch_items_path(batch_id), batch.items);
-        files.insert(
-            batch_meta_path(batch_id),
-            serde_json::to_vec_pretty(&meta)?,
-        );
+        files.insert(batch_meta_path(batch_id), serde_json::to_vec_pretty(&meta)?);
     }
     files.insert(ITEMS.to_owned(), serde_json::to_vec_pretty(&items)?);
     files.insert(
@@ -182,8 +179,8 @@ fn write_tar(
     files: impl Iterator<Item = (String, Vec<u8>)>,
 ) -> anyhow::Result<u64> {
     let partial = out.with_extension("partial");
-    let file = std::fs::File::create(&partial)
-        .with_context(|| format!("create {}", partial.display()))?;
+    let file =
+        std::fs::File::create(&partial).with_context(|| format!("create {}", partial.display()))?;
     let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
     let mtime = u64::try_from(now_ms / 1000).unwrap_or(0);
     for (path, bytes) in files {

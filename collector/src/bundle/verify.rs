@@ -78,7 +78,9 @@ pub struct Report {
 pub fn verify_bundle(bundle: &[u8], ca_der: &[u8]) -> Result<Report, BundleError> {
     let files = read_tar(bundle)?;
     let manifest_bytes = files.get(MANIFEST).ok_or_else(|| {
-        BundleError::Malformed(format!("it has no {MANIFEST} (is it a tar made by `bundle export`?)"))
+        BundleError::Malformed(format!(
+            "it has no {MANIFEST} (is it a tar made by `bundle export`?)"
+        ))
     })?;
     let manifest: Manifest = serde_json::from_slice(manifest_bytes)
         .map_err(|e| BundleError::Malformed(format!("{MANIFEST} cannot be read: {e}")))?;
@@ -99,7 +101,13 @@ pub fn verify_bundle(bundle: &[u8], ca_der: &[u8]) -> Result<Report, BundleError
     let batches = v.check_batches(&certificates);
     let items = v.read_items();
     let root = checkpoint.as_ref().map(|c| c.checkpoint.root_hash);
-    v.check_items(&manifest, &items, &batches, root, manifest.checkpoint.tree_size);
+    v.check_items(
+        &manifest,
+        &items,
+        &batches,
+        root,
+        manifest.checkpoint.tree_size,
+    );
     let mut findings = v.findings;
     findings.sort();
     findings.dedup();
@@ -113,7 +121,8 @@ pub fn verify_bundle(bundle: &[u8], ca_der: &[u8]) -> Result<Report, BundleError
 }
 
 fn read_tar(bundle: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, BundleError> {
-    let malformed = |e: std::io::Error| BundleError::Malformed(format!("not a readable tar archive: {e}"));
+    let malformed =
+        |e: std::io::Error| BundleError::Malformed(format!("not a readable tar archive: {e}"));
     let mut archive = tar::Archive::new(bundle);
     let mut files = BTreeMap::new();
     for entry in archive.entries().map_err(malformed)? {
@@ -178,7 +187,9 @@ impl Verifier<'_> {
 
     fn check_manifest_signature(&mut self, manifest: &[u8], ca_der: &[u8]) {
         let Some(signature) = self.files.get(MANIFEST_SIGNATURE) else {
-            self.bundle(format!("{MANIFEST_SIGNATURE} is missing: the manifest is not signed"));
+            self.bundle(format!(
+                "{MANIFEST_SIGNATURE} is missing: the manifest is not signed"
+            ));
             return;
         };
         if let Err(e) = verify_ca_signature(ca_der, &manifest_signing_input(manifest), signature) {
@@ -222,7 +233,9 @@ impl Verifier<'_> {
     fn check_file_hashes(&mut self, manifest: &Manifest) {
         for (path, expected) in &manifest.files {
             match self.files.get(path) {
-                None => self.bundle(format!("{path}, listed in the manifest, is not in the bundle")),
+                None => self.bundle(format!(
+                    "{path}, listed in the manifest, is not in the bundle"
+                )),
                 Some(bytes) if sha256_hex(bytes) != *expected => self.bundle(format!(
                     "{path} was altered: its SHA-256 differs from the manifest's"
                 )),
@@ -257,7 +270,9 @@ impl Verifier<'_> {
             let der = &self.files[path];
             let fingerprint = sha256_hex(der);
             if *path != certificate_path(&fingerprint) {
-                self.bundle(format!("{path} does not hold the certificate its name says"));
+                self.bundle(format!(
+                    "{path} does not hold the certificate its name says"
+                ));
                 continue;
             }
             let cert = match X509Certificate::from_der(der) {
@@ -386,8 +401,18 @@ impl Verifier<'_> {
         let mut present: BTreeMap<&str, BTreeMap<u64, &ItemRecord>> = BTreeMap::new();
         for record in items {
             let (agent, seq) = (record.agent_id.as_str(), record.sequence);
-            if present.entry(agent).or_default().insert(seq, record).is_some() {
-                self.item(Kind::Altered, agent, seq, "it appears twice in items.json".into());
+            if present
+                .entry(agent)
+                .or_default()
+                .insert(seq, record)
+                .is_some()
+            {
+                self.item(
+                    Kind::Altered,
+                    agent,
+                    seq,
+                    "it appears twice in items.json".into(),
+                );
                 continue;
             }
             if !listed.get(agent).is_some_and(|s| s.contains(&seq)) {
@@ -423,11 +448,18 @@ impl Verifier<'_> {
                         Kind::Altered,
                         agent,
                         seq,
-                        format!("its batch {} belongs to agent {}", record.batch_id, b.agent_id),
+                        format!(
+                            "its batch {} belongs to agent {}",
+                            record.batch_id, b.agent_id
+                        ),
                     );
                     None
                 }
-                Some(b) => match b.items.as_ref().and_then(|items| items.get(record.item_index)) {
+                Some(b) => match b
+                    .items
+                    .as_ref()
+                    .and_then(|items| items.get(record.item_index))
+                {
                     Some(bytes) => Some(bytes),
                     None if !self.files.contains_key(&batch_items_path(record.batch_id)) => {
                         self.item(
@@ -462,7 +494,12 @@ impl Verifier<'_> {
                 if recomputed != hash {
                     let signature = batch
                         .and_then(|b| b.signature_error.as_deref())
-                        .map_or_else(String::new, |e| format!("; the agent's signature over batch {}: {e}", record.batch_id));
+                        .map_or_else(String::new, |e| {
+                            format!(
+                                "; the agent's signature over batch {}: {e}",
+                                record.batch_id
+                            )
+                        });
                     self.item(
                         Kind::Altered,
                         agent,
@@ -479,7 +516,12 @@ impl Verifier<'_> {
                             format!("the signed item carries sequence {}", item.sequence),
                         ),
                         Ok(_) => {}
-                        Err(e) => self.item(Kind::Altered, agent, seq, format!("the signed item cannot be decoded: {e}")),
+                        Err(e) => self.item(
+                            Kind::Altered,
+                            agent,
+                            seq,
+                            format!("the signed item cannot be decoded: {e}"),
+                        ),
                     }
                 }
             }
@@ -546,8 +588,8 @@ impl Verifier<'_> {
                 if let Some(prev) = previous
                     && record.prev_hash != prev.hash
                 {
-                    let missing_between = listed
-                        .is_some_and(|l| l.range(prev.sequence + 1..*seq).next().is_some());
+                    let missing_between =
+                        listed.is_some_and(|l| l.range(prev.sequence + 1..*seq).next().is_some());
                     // A missing item is named above; a broken link beside it says no more.
                     if !missing_between {
                         self.item(

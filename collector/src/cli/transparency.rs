@@ -101,13 +101,14 @@ pub fn checkpoint_command(command: CheckpointCommand) -> anyhow::Result<u8> {
         CheckpointCommand::Create { data_dir, json } => {
             let store = open_store(&data_dir.data_dir)?;
             let ca = CertificateAuthority::load(&CaPaths::new(&data_dir.data_dir))?;
-            let (checkpoint, new) = match transparency::create_checkpoint(&store, &ca, now_unix_ms())? {
-                Created::New(c) => (c, true),
-                Created::Unchanged(Some(c)) => (c, false),
-                Created::Unchanged(None) => {
-                    anyhow::bail!("no evidence is stored yet: there is nothing to sign")
-                }
-            };
+            let (checkpoint, new) =
+                match transparency::create_checkpoint(&store, &ca, now_unix_ms())? {
+                    Created::New(c) => (c, true),
+                    Created::Unchanged(Some(c)) => (c, false),
+                    Created::Unchanged(None) => {
+                        anyhow::bail!("no evidence is stored yet: there is nothing to sign")
+                    }
+                };
             if !new {
                 eprintln!(
                     "no evidence arrived since checkpoint {}: it still covers everything",
@@ -264,7 +265,10 @@ pub fn bundle_command(command: BundleCommand) -> anyhow::Result<u8> {
                 format!(" from {} to {}", m.period.from, m.period.to)
             });
             let anchor = report.checkpoint.as_ref().map_or_else(String::new, |c| {
-                format!(", proven in checkpoint {} ({} rows)", c.id, c.checkpoint.tree_size)
+                format!(
+                    ", proven in checkpoint {} ({} rows)",
+                    c.id, c.checkpoint.tree_size
+                )
             });
             let summary = format!(
                 "{} items in {} batches{period}{anchor}",

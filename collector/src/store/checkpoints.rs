@@ -15,8 +15,10 @@ pub struct CheckpointRow {
     pub signed_at_ms: i64,
     pub ca_fingerprint: Vec<u8>,
     pub signature: Vec<u8>,
-    /// Evidence id of the newest row the tree covers.
+    /// Evidence id, agent and sequence of the newest row the tree covers.
     pub last_leaf_id: i64,
+    pub last_leaf_agent_id: String,
+    pub last_leaf_sequence: u64,
     /// Leaf hash of that row when the checkpoint was signed.
     pub last_leaf_hash: Vec<u8>,
     /// Right-edge subtree hashes, 32 bytes each, largest first.
@@ -32,6 +34,8 @@ pub struct NewCheckpoint {
     pub ca_fingerprint: Vec<u8>,
     pub signature: Vec<u8>,
     pub last_leaf_id: i64,
+    pub last_leaf_agent_id: String,
+    pub last_leaf_sequence: u64,
     pub last_leaf_hash: Vec<u8>,
     pub frontier: Vec<u8>,
 }
@@ -58,8 +62,9 @@ pub struct PeriodRow {
     pub hash: Vec<u8>,
 }
 
-const CHECKPOINT_COLUMNS: &str = "id, tree_size, root_hash, signed_at_ms, ca_fingerprint, signature,
-     last_leaf_id, last_leaf_hash, frontier";
+const CHECKPOINT_COLUMNS: &str =
+    "id, tree_size, root_hash, signed_at_ms, ca_fingerprint, signature,
+     last_leaf_id, last_leaf_agent_id, last_leaf_sequence, last_leaf_hash, frontier";
 
 fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
     Ok(CheckpointRow {
@@ -70,8 +75,10 @@ fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckpointRow> {
         ca_fingerprint: r.get(4)?,
         signature: r.get(5)?,
         last_leaf_id: r.get(6)?,
-        last_leaf_hash: r.get(7)?,
-        frontier: r.get(8)?,
+        last_leaf_agent_id: r.get(7)?,
+        last_leaf_sequence: r.get::<_, i64>(8)? as u64,
+        last_leaf_hash: r.get(9)?,
+        frontier: r.get(10)?,
     })
 }
 
@@ -149,8 +156,9 @@ impl Store {
         }
         tx.execute(
             "INSERT INTO checkpoints (tree_size, root_hash, signed_at_ms, ca_fingerprint,
-                                      signature, last_leaf_id, last_leaf_hash, frontier)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                      signature, last_leaf_id, last_leaf_agent_id,
+                                      last_leaf_sequence, last_leaf_hash, frontier)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 new.tree_size as i64,
                 new.root_hash,
@@ -158,6 +166,8 @@ impl Store {
                 new.ca_fingerprint,
                 new.signature,
                 new.last_leaf_id,
+                new.last_leaf_agent_id,
+                new.last_leaf_sequence as i64,
                 new.last_leaf_hash,
                 new.frontier
             ],

@@ -164,7 +164,8 @@ pub fn read_ca_pem(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use anyhow::Context;
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(path).with_context(|| format!("read CA certificate {}", path.display()))?;
+    let pem =
+        std::fs::read(path).with_context(|| format!("read CA certificate {}", path.display()))?;
     let der = CertificateDer::from_pem_slice(&pem).with_context(|| {
         format!(
             "{} is not a PEM certificate: give the collector's CA certificate (DATA_DIR/tls/ca.pem)",

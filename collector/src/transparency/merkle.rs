@@ -409,7 +409,11 @@ mod tests {
             let tree = Tree::from_leaf_hashes(all[..n as usize].to_vec());
             assert_eq!(tree.root(), reference, "tree at {n}");
             for m in 0..=n {
-                assert_eq!(tree.root_at(m), mth(&all[..m as usize]), "root_at {m} of {n}");
+                assert_eq!(
+                    tree.root_at(m),
+                    mth(&all[..m as usize]),
+                    "root_at {m} of {n}"
+                );
             }
             let rebuilt = Frontier::from_parts(n, frontier.hashes().to_vec()).expect("parts");
             assert_eq!(rebuilt, frontier);
@@ -514,7 +518,10 @@ mod tests {
     fn equal_sizes_need_equal_roots_and_an_empty_proof() {
         let tree = Tree::from_leaf_hashes(leaves(5));
         let root = tree.root();
-        assert_eq!(tree.consistency_proof(5, 5).expect("proof"), Vec::<Hash>::new());
+        assert_eq!(
+            tree.consistency_proof(5, 5).expect("proof"),
+            Vec::<Hash>::new()
+        );
         assert!(verify_consistency(5, 5, &root, &root, &[]).is_ok());
         assert_eq!(
             verify_consistency(5, 5, &root, &[0; 32], &[]),

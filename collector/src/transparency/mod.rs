@@ -149,21 +149,7 @@ pub fn create_checkpoint(
     let (mut frontier, after_id) = match &latest {
         None => (Frontier::new(), 0),
         Some(row) => {
-            let last = store.leaf_by_id(row.last_leaf_id)?;
-            let what = match last {
-                None => Some(format!(
-                    "its newest row (evidence id {}) was removed",
-                    row.last_leaf_id
-                )),
-                Some(leaf) if leaf_hash_of(&leaf).as_slice() != row.last_leaf_hash => {
-                    Some(format!(
-                        "its newest row, agent {} sequence {}, was changed",
-                        leaf.agent_id, leaf.sequence
-                    ))
-                }
-                Some(_) => None,
-            };
-            if let Some(what) = what {
+            if let Some(what) = newest_row_changed(store, row)? {
                 return Err(TransparencyError::Diverged {
                     id: row.id,
                     signed_at: format_unix_ms(row.signed_at_ms),
@@ -202,6 +188,8 @@ pub fn create_checkpoint(
             ca_fingerprint: checkpoint.ca_fingerprint.to_vec(),
             signature: signature.clone(),
             last_leaf_id: last.evidence_id,
+            last_leaf_agent_id: last.agent_id.clone(),
+            last_leaf_sequence: last.sequence,
             last_leaf_hash: leaf_hash_of(&last).to_vec(),
             frontier: frontier.hashes().concat(),
         },
@@ -211,6 +199,30 @@ pub fn create_checkpoint(
         checkpoint,
         signature,
     }))
+}
+
+/// Whether the newest row a checkpoint covered is gone or changed, and which it was.
+fn newest_row_changed(
+    store: &Store,
+    row: &CheckpointRow,
+) -> Result<Option<String>, TransparencyError> {
+    let named = format!(
+        "agent {} sequence {}, the newest item it covered,",
+        row.last_leaf_agent_id, row.last_leaf_sequence
+    );
+    Ok(match store.leaf_by_id(row.last_leaf_id)? {
+        None => Some(format!("{named} was removed")),
+        Some(leaf)
+            if leaf.agent_id != row.last_leaf_agent_id
+                || leaf.sequence != row.last_leaf_sequence =>
+        {
+            Some(format!("{named} was removed or moved"))
+        }
+        Some(leaf) if leaf_hash_of(&leaf).as_slice() != row.last_leaf_hash => {
+            Some(format!("{named} was changed"))
+        }
+        Some(_) => None,
+    })
 }
 
 /// The tree over the first `size` stored rows, with the rows, for proofs. Holds one hash per
@@ -232,14 +244,17 @@ impl LoadedTree {
 
     fn describe(&self, start: u64, end: u64) -> String {
         let at = |i: u64| {
-            self.leaves
-                .get(i as usize)
-                .map_or_else(|| "a removed row".to_owned(), |l| {
-                    format!("agent {} sequence {}", l.agent_id, l.sequence)
-                })
+            self.leaves.get(i as usize).map_or_else(
+                || "a removed row".to_owned(),
+                |l| format!("agent {} sequence {}", l.agent_id, l.sequence),
+            )
         };
         if end - start == 1 {
-            format!("row {} ({}) was changed, removed or moved", start + 1, at(start))
+            format!(
+                "row {} ({}) was changed, removed or moved",
+                start + 1,
+                at(start)
+            )
         } else {
             format!(
                 "rows {}..={} (now {} to {}) were changed, removed or reordered",
@@ -287,11 +302,18 @@ pub fn load_tree(store: &Store, size: u64) -> Result<LoadedTree, TransparencyErr
         if loaded.tree.root_at(row.tree_size).as_slice() == row.root_hash {
             continue;
         }
+        if let Some(what) = newest_row_changed(store, &row)? {
+            return Err(diverged(what));
+        }
         // The frontier holds the root of each perfect subtree of the signed tree: the first
         // one that differs narrows down where the rows changed.
         let frontier = frontier_of(&row)?;
         let mut start = 0u64;
-        for (bit, hash) in (0..64).rev().filter(|b| row.tree_size >> b & 1 == 1).zip(frontier.hashes()) {
+        for (bit, hash) in (0..64)
+            .rev()
+            .filter(|b| row.tree_size >> b & 1 == 1)
+            .zip(frontier.hashes())
+        {
             let end = start + (1u64 << bit);
             if loaded.tree.subtree_root(start, end) != *hash {
                 return Err(diverged(loaded.describe(start, end)));

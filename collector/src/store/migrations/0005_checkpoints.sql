@@ -1,6 +1,6 @@
 -- Signed checkpoints over all evidence (docs/transparency.md). Each row is a Merkle tree head
 -- over the first `tree_size` evidence rows in id order, signed with the collector's CA key.
--- `last_leaf_id`, `last_leaf_hash` and `frontier` (the right-edge subtree hashes, 32 bytes
+-- `last_leaf_*` (which row was newest, so a change to it can be named) and `frontier` (the right-edge subtree hashes, 32 bytes
 -- each, largest first) let the next checkpoint hash only the rows added since.
 CREATE TABLE checkpoints (
     id             INTEGER PRIMARY KEY,
@@ -10,6 +10,8 @@ CREATE TABLE checkpoints (
     ca_fingerprint BLOB    NOT NULL,
     signature      BLOB    NOT NULL,
     last_leaf_id   INTEGER NOT NULL,
+    last_leaf_agent_id TEXT NOT NULL,
+    last_leaf_sequence INTEGER NOT NULL,
     last_leaf_hash BLOB    NOT NULL,
     frontier       BLOB    NOT NULL
 ) STRICT;
