@@ -11,6 +11,15 @@ use evident_tests::{Agent, Collector, ITEMS_PER_CYCLE, Run, binary, copy_dir, ru
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
+/// One agent cycle over a recorded Debian host (fast, and the same on every machine).
+fn cycle(agent: &Agent) {
+    let replay = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../agent/src/checks/patch/testdata/replay-debian12");
+    agent
+        .run_once_replaying(&replay, &[])
+        .expect_ok("run --once --replay");
+}
+
 fn collector_cli(args: &[&str]) -> Run {
     run(&binary("evident-collector"), args)
 }
@@ -165,8 +174,8 @@ fn checkpoints_prove_nothing_was_rewritten_and_catch_what_was() {
     );
     let alice_id = alice.enroll_with(&collector);
     let bob_id = bob.enroll_with(&collector);
-    alice.run_once().expect_ok("alice run");
-    bob.run_once().expect_ok("bob run");
+    cycle(&alice);
+    cycle(&bob);
     let first_size = 2 * ITEMS_PER_CYCLE as u64;
 
     // The collector signs a checkpoint by itself; the auditor keeps it.
@@ -182,7 +191,7 @@ fn checkpoints_prove_nothing_was_rewritten_and_catch_what_was() {
     );
 
     // More evidence arrives; a later checkpoint is proven to extend the kept one, offline.
-    alice.run_once().expect_ok("alice run");
+    cycle(&alice);
     let second_size = first_size + ITEMS_PER_CYCLE as u64;
     wait_for_checkpoint(&data, second_size);
     let latest = write(
@@ -337,9 +346,9 @@ fn a_bundle_verifies_offline_and_names_an_altered_or_missing_item() {
     );
     let alice_id = alice.enroll_with(&collector);
     bob.enroll_with(&collector);
-    alice.run_once().expect_ok("alice run");
-    bob.run_once().expect_ok("bob run");
-    alice.run_once().expect_ok("alice run");
+    cycle(&alice);
+    cycle(&bob);
+    cycle(&alice);
     let data = collector.stop();
     // The auditor has nothing but the bundle and the CA certificate.
     let ca = tmp.path().join("ca.pem");
