@@ -165,7 +165,7 @@ impl Tree {
         }
         let level = 64 - (size - 1).leading_zeros() as usize; // smallest k with 2^k >= size
         let width = 1u64 << level;
-        if start % width == 0
+        if start.is_multiple_of(width)
             && end == (start + width).min(self.size())
             && let Some(hash) = self
                 .levels

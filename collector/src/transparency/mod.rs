@@ -523,3 +523,93 @@ pub async fn run_loop(store: Arc<Store>, ca: Arc<CertificateAuthority>, interval
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::CaPaths;
+    use crate::model::{CheckKind, HostFacts};
+    use crate::store::{BatchToAppend, ItemToAppend};
+
+    fn batch(sequences: std::ops::RangeInclusive<u64>) -> BatchToAppend {
+        let items: Vec<ItemToAppend> = sequences
+            .map(|sequence| ItemToAppend {
+                sequence,
+                check: CheckKind::Inventory,
+                gap_from: None,
+                observed_at_ms: 1,
+                bytes: sequence.to_be_bytes().to_vec(),
+            })
+            .collect();
+        BatchToAppend {
+            items_bytes: items.iter().flat_map(|i| i.bytes.clone()).collect(),
+            signature: vec![1],
+            signature_algorithm: 1,
+            items,
+            agent_clock_skew_ms: None,
+        }
+    }
+
+    #[test]
+    fn incremental_checkpoints_equal_the_whole_tree_and_prove_consistency() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
+        let identity = crate::store::enrol_for_test(&store, dir.path(), &HostFacts::default());
+        let ca = CertificateAuthority::load(&CaPaths::new(dir.path())).expect("ca");
+        assert!(matches!(
+            create_checkpoint(&store, &ca, 1).expect("nothing yet"),
+            Created::Unchanged(None)
+        ));
+        let mut sizes = Vec::new();
+        for (round, range) in [1..=3, 4..=4, 5..=12, 13..=13].into_iter().enumerate() {
+            store
+                .append_batch(&identity, &batch(range), 10)
+                .expect("append");
+            let Created::New(c) = create_checkpoint(&store, &ca, 100 + round as i64).expect("sign")
+            else {
+                panic!("the tree grew: a new checkpoint");
+            };
+            c.verify(ca.cert_der()).expect("signed with the CA key");
+            let whole = load_tree(&store, c.checkpoint.tree_size).expect("load");
+            assert_eq!(whole.tree.root(), c.checkpoint.root_hash, "round {round}");
+            sizes.push(c.checkpoint.tree_size);
+        }
+        assert_eq!(sizes, [3, 4, 12, 13]);
+        assert!(matches!(
+            create_checkpoint(&store, &ca, 200).expect("unchanged"),
+            Created::Unchanged(Some(_))
+        ));
+        let all = list_checkpoints(&store).expect("list");
+        for old in &all {
+            for new in all.iter().filter(|n| n.id >= old.id) {
+                let proof = consistency_proof(
+                    &store,
+                    old.checkpoint.tree_size,
+                    Some(new.checkpoint.tree_size),
+                )
+                .expect("proof");
+                verify_consistency(old, new, &proof, ca.cert_der())
+                    .unwrap_or_else(|e| panic!("{} -> {}: {e}", old.id, new.id));
+            }
+        }
+        let (checkpoint, inclusion) = inclusion_proof(&store, "agt-1", 7).expect("inclusion");
+        let proof: Vec<Hash> = inclusion
+            .proof
+            .iter()
+            .map(|h| checkpoint::hash_from_hex("proof", h).expect("hex"))
+            .collect();
+        merkle::verify_inclusion(
+            &leaf_hash("agt-1", 7, &hex::decode(&inclusion.hash).expect("hex")),
+            inclusion.leaf_index,
+            checkpoint.checkpoint.tree_size,
+            &proof,
+            &checkpoint.checkpoint.root_hash,
+        )
+        .expect("included");
+        // Sizes the tree never had are refused with the size it has.
+        assert!(matches!(
+            consistency_proof(&store, 3, Some(14)),
+            Err(TransparencyError::TooLarge { available: 13, .. })
+        ));
+    }
+}
