@@ -146,6 +146,17 @@ impl CertificateAuthority {
         &self.cert_pem
     }
 
+    /// Signs `message` with the CA key (ECDSA P-256/SHA-256, DER). Callers start the message
+    /// with a context string of their own (e.g. "evident.v1.checkpoint\0"), so that nothing
+    /// signed here can pass for a certificate (DER starts with 0x30) or another statement.
+    pub fn sign(&self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
+        use rcgen::SigningKey;
+        self.issuer
+            .key()
+            .sign(message)
+            .context("sign with the CA key")
+    }
+
     /// SHA-256 of the CA certificate (DER), lowercase hex: what agents pin at enrolment.
     pub fn fingerprint(&self) -> String {
         fingerprint_hex(&self.cert_der)

@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// Seconds between evaluations of every host (default 300), for ages and silence; new
     /// evidence is judged as it arrives.
     pub evaluation_interval_secs: Option<u64>,
+    /// Seconds between signed checkpoints over all evidence (default 3600); one is signed only
+    /// when evidence arrived since the last (docs/transparency.md).
+    pub checkpoint_interval_secs: Option<u64>,
 }
 
 /// Values given on the command line; they win over the file.
@@ -54,7 +57,11 @@ pub struct Overrides {
     pub max_database_bytes: Option<u64>,
     pub policy_file: Option<PathBuf>,
     pub evaluation_interval_secs: Option<u64>,
+    pub checkpoint_interval_secs: Option<u64>,
 }
+
+/// Seconds between signed checkpoints, by default.
+pub const DEFAULT_CHECKPOINT_INTERVAL_SECS: u64 = 3600;
 
 /// Seconds between evaluations of every host, by default.
 pub const DEFAULT_EVALUATION_INTERVAL_SECS: u64 = 300;
@@ -164,10 +171,20 @@ impl FileConfig {
                 "evaluation_interval_secs is {evaluation_interval_secs}: it must be between 1 and 86400"
             );
         }
+        let checkpoint_interval_secs = overrides
+            .checkpoint_interval_secs
+            .or(self.checkpoint_interval_secs)
+            .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL_SECS);
+        if !(1..=86_400).contains(&checkpoint_interval_secs) {
+            bail!(
+                "checkpoint_interval_secs is {checkpoint_interval_secs}: it must be between 1 and 86400"
+            );
+        }
         let policy_file = overrides.policy_file.or(self.policy_file);
         Ok(ServeConfig {
             policy_file,
             evaluation_interval: Duration::from_secs(evaluation_interval_secs),
+            checkpoint_interval: Duration::from_secs(checkpoint_interval_secs),
             data_dir,
             grpc_listen,
             web_listen,

@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod actions;
+pub mod bundle;
 pub mod ca;
 pub mod chain;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod signature;
 pub mod status;
 pub mod store;
 pub mod token;
+pub mod transparency;
 pub mod verify;
 pub mod views;
 pub mod web;

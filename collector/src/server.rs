@@ -46,6 +46,8 @@ pub struct ServeConfig {
     pub policy_file: Option<PathBuf>,
     /// How often every host is judged again, for ages and silence.
     pub evaluation_interval: Duration,
+    /// How often a checkpoint is signed over all evidence (when it grew).
+    pub checkpoint_interval: Duration,
 }
 
 /// Paths inside a data directory.
@@ -99,6 +101,11 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         arrivals.clone(),
         policy_source,
         config.evaluation_interval,
+    ));
+    let checkpoints = tokio::spawn(crate::transparency::run_loop(
+        store.clone(),
+        ca.clone(),
+        config.checkpoint_interval,
     ));
     let identity = ca.issue_server_identity(&paths, &config.server_names)?;
     let web_tls = web_tls_config(&identity)?;
@@ -183,6 +190,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
         .await;
     accept.abort();
     evaluation.abort();
+    checkpoints.abort();
     if let Some(web) = web {
         match web.await {
             Ok(Err(e)) => warn!(error = %format!("{e:#}"), "the web page stopped with an error"),

@@ -2,6 +2,7 @@
 
 mod export;
 mod judgement;
+mod transparency;
 mod users;
 pub use judgement::{DayEdge, parse_moment};
 
@@ -68,6 +69,12 @@ pub enum Command {
     /// Exports for auditors: CSV, the audit report (HTML) and OSCAL JSON for a period.
     #[command(subcommand)]
     Export(export::ExportCommand),
+    /// Signed checkpoints over all evidence, and consistency proofs between them.
+    #[command(subcommand)]
+    Checkpoint(transparency::CheckpointCommand),
+    /// Evidence bundles an auditor verifies offline.
+    #[command(subcommand)]
+    Bundle(transparency::BundleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +134,9 @@ pub struct ServeArgs {
     /// Seconds between evaluations of every host (default 300).
     #[arg(long, value_name = "SECS")]
     pub evaluation_interval_secs: Option<u64>,
+    /// Seconds between signed checkpoints over all evidence (default 3600).
+    #[arg(long, value_name = "SECS")]
+    pub checkpoint_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +201,7 @@ impl ServeArgs {
             max_database_bytes: self.max_database_bytes,
             policy_file: self.policy,
             evaluation_interval_secs: self.evaluation_interval_secs,
+            checkpoint_interval_secs: self.checkpoint_interval_secs,
         })
     }
 }
@@ -253,6 +264,8 @@ pub fn run_command(command: Command) -> anyhow::Result<u8> {
         Command::Report(command) => judgement::report_command(command),
         Command::User(command) => users::user_command(command),
         Command::Export(command) => export::export_command(command),
+        Command::Checkpoint(command) => transparency::checkpoint_command(command),
+        Command::Bundle(command) => transparency::bundle_command(command),
         Command::Evidence(EvidenceCommand::List {
             data_dir,
             agent,

@@ -15,6 +15,8 @@ use crate::ca::{CsrError, IssuedAgentCert};
 use crate::chain;
 use crate::model::{CheckKind, HostFacts};
 
+mod checkpoints;
+pub use checkpoints::{CheckpointRow, LeafRow, NewCheckpoint, PeriodRow};
 mod exports;
 mod judgements;
 mod reviewers;
@@ -29,6 +31,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0002_agent_revocation.sql")),
     M::up(include_str!("migrations/0003_clock_skew.sql")),
     M::up(include_str!("migrations/0004_policy_and_actions.sql")),
+    M::up(include_str!("migrations/0005_checkpoints.sql")),
     M::up(include_str!("migrations/0006_reviewers.sql")),
 ];
 
@@ -50,6 +53,9 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
+    /// A write that lost a race with another process (e.g. two checkpoints signed at once).
+    #[error("{0}")]
+    Conflict(String),
     /// The transaction that held this batch together with others failed: nothing was stored.
     #[error("database error: {0}")]
     GroupCommit(String),
