@@ -4,6 +4,7 @@
 //! The binaries are found next to the test executable's directory (`target/<profile>/`); build
 //! them first with `cargo build --workspace --bins` (scripts/test does).
 
+pub mod browser;
 pub mod proxy;
 
 use std::path::{Path, PathBuf};
@@ -13,14 +14,28 @@ use std::time::{Duration, Instant};
 /// Items one agent cycle stores: one per check, inventory first.
 pub const ITEMS_PER_CYCLE: usize = evident_agent::checks::CheckKind::ALL.len();
 
+/// `target/<profile>/` of the running test: its executable lives in `target/<profile>/deps/`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_owned()
+}
+
+/// `target/test-artifacts/`: files a test leaves to be looked at (screenshots), beside the
+/// profiles so that `cargo clean` removes them and `CARGO_TARGET_DIR` moves them.
+pub fn artifacts_dir() -> PathBuf {
+    let profile = profile_dir();
+    profile
+        .parent()
+        .expect("target/<profile>/ has a parent")
+        .join("test-artifacts")
+}
+
 /// Path of a workspace binary built beside the running test.
 pub fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
-    let path = profile_dir.join(name);
+    let path = profile_dir().join(name);
     assert!(
         path.exists(),
         "{} is missing: build the binaries first with `cargo build --workspace --bins` (scripts/test does)",
