@@ -199,27 +199,46 @@ pub fn create_api_token(
     Ok(token)
 }
 
-/// Failed sign-ins allowed in a row before each further attempt must wait.
+/// Failed attempts allowed in a row before each further attempt must wait.
 const FREE_FAILURES: u32 = 5;
 /// The longest wait between attempts.
 const MAX_LOCKOUT_MS: i64 = 15 * 60 * 1000;
 
-/// Slows password guessing: after `FREE_FAILURES` failures in a row for one user name or one
-/// address, each further attempt waits twice as long as the one before (1 s, 2 s, … up to 15
-/// minutes), whether it would succeed or not. Kept in memory: a restart forgives, which costs an
-/// attacker a collector restart per few guesses.
-#[derive(Debug, Default)]
+/// Slows guessing: after `FREE_FAILURES` failures in a row for one key (a user name, an
+/// address), each further attempt waits twice as long as the one before, from a first wait up
+/// to 15 minutes, whether it would succeed or not. Kept in memory: a restart forgives, which
+/// costs an attacker a collector restart per few guesses.
+#[derive(Debug)]
 pub struct Throttle {
+    first_wait_ms: i64,
     failures: Mutex<HashMap<String, (u32, i64)>>,
 }
 
 impl Throttle {
+    /// For passwords, which people choose: 30 s after five failures, then 1, 2, 4 … minutes.
+    pub fn for_passwords() -> Throttle {
+        Throttle::with_first_wait(30_000)
+    }
+
+    /// For API tokens, 256-bit random secrets nobody guesses: the wait only keeps wrong tokens
+    /// from flooding the audit log, so it starts at 1 s.
+    pub fn for_tokens() -> Throttle {
+        Throttle::with_first_wait(1_000)
+    }
+
+    fn with_first_wait(first_wait_ms: i64) -> Throttle {
+        Throttle {
+            first_wait_ms,
+            failures: Mutex::default(),
+        }
+    }
+
     /// How long until `keys` may try again; 0 when they may now.
     pub fn wait_ms(&self, keys: &[String], now_ms: i64) -> i64 {
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         keys.iter()
             .filter_map(|key| failures.get(key))
-            .map(|(count, last_ms)| (last_ms + lockout_ms(*count)) - now_ms)
+            .map(|(count, last_ms)| (last_ms + lockout_ms(self.first_wait_ms, *count)) - now_ms)
             .max()
             .unwrap_or(0)
             .max(0)
@@ -246,12 +265,12 @@ impl Throttle {
     }
 }
 
-fn lockout_ms(failures: u32) -> i64 {
+fn lockout_ms(first_wait_ms: i64, failures: u32) -> i64 {
     if failures < FREE_FAILURES {
         return 0;
     }
     let doublings = (failures - FREE_FAILURES).min(20);
-    (1000i64 << doublings).min(MAX_LOCKOUT_MS)
+    (first_wait_ms << doublings).min(MAX_LOCKOUT_MS)
 }
 
 #[cfg(test)]
@@ -260,7 +279,7 @@ mod tests {
 
     #[test]
     fn throttle_waits_after_five_failures_and_forgives_success() {
-        let throttle = Throttle::default();
+        let throttle = Throttle::for_tokens();
         let keys = vec!["user:alice".to_owned(), "addr:10.0.0.1".to_owned()];
         for _ in 0..4 {
             throttle.failed(&keys, 1_000);
@@ -277,7 +296,8 @@ mod tests {
         );
         throttle.succeeded(&keys);
         assert_eq!(throttle.wait_ms(&keys, 2_000), 0);
-        assert_eq!(lockout_ms(100), MAX_LOCKOUT_MS);
+        assert_eq!(lockout_ms(1_000, 100), MAX_LOCKOUT_MS);
+        assert_eq!(lockout_ms(30_000, 5), 30_000, "passwords: 30 s at first");
     }
 
     #[test]

@@ -251,6 +251,21 @@ impl Browser {
             .map_err(|cause| self.failure(format_args!("expected the text of {selector:?}"), cause))
     }
 
+    /// The attribute `name` of the element matched by `selector` (e.g. a hidden input's value).
+    pub fn attribute(&self, selector: &str, name: &str) -> anyhow::Result<String> {
+        let element = self.element(selector)?;
+        self.command(element.attr(name))
+            .map_err(|cause| {
+                self.failure(format_args!("expected the {name} of {selector:?}"), cause)
+            })?
+            .ok_or_else(|| {
+                self.failure(
+                    format_args!("expected {selector:?} to have a {name} attribute"),
+                    "it has none",
+                )
+            })
+    }
+
     /// The rendered text of the whole page.
     pub fn body_text(&self) -> anyhow::Result<String> {
         self.text("body")

@@ -57,7 +57,7 @@ impl AppState {
                 store,
                 ca_fingerprint,
                 grpc_url,
-                throttle: Throttle::default(),
+                throttle: Throttle::for_passwords(),
             }),
         }
     }
@@ -158,7 +158,7 @@ async fn guard(request: Request, next: Next) -> Response {
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
@@ -169,17 +169,19 @@ async fn guard(request: Request, next: Next) -> Response {
     response
 }
 
-/// A browser names where a request comes from; anything but this site is refused.
+/// A browser names where a request comes from; anything but this site is refused. Browsers
+/// that send `Sec-Fetch-Site` are judged by it; older ones by `Origin`. Scripts send neither
+/// and meet the CSRF token (or, on the API, need a bearer token) instead.
 fn same_origin(headers: &axum::http::HeaderMap) -> Result<(), String> {
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
-        && site != "same-origin"
-        && site != "none"
-    {
-        return Err(format!("the browser says it came from a {site} page"));
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = text("sec-fetch-site") {
+        return match site {
+            "same-origin" | "none" => Ok(()),
+            other => Err(format!("the browser says it came from a {other} page")),
+        };
     }
-    if let Some(origin) = text(header::ORIGIN) {
-        let host = text(header::HOST).unwrap_or_default();
+    if let Some(origin) = text("origin") {
+        let host = text("host").unwrap_or_default();
         if origin != format!("https://{host}") {
             return Err(format!("it came from {origin}, not from this site"));
         }
