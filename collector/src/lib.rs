@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod actions;
+pub mod api;
 pub mod ca;
 pub mod chain;
 pub mod cli;

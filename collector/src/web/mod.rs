@@ -62,8 +62,17 @@ impl AppState {
         }
     }
 
+    /// The collector CA's fingerprint and how agents reach the collector, for enrolment.
+    pub(crate) fn enrolment_target(&self) -> (&str, &str) {
+        (&self.inner.ca_fingerprint, &self.inner.grpc_url)
+    }
+
+    pub(crate) fn throttle(&self) -> &Throttle {
+        &self.inner.throttle
+    }
+
     /// Runs a database call off the async runtime.
-    async fn db<T: Send + 'static>(
+    pub(crate) async fn db<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, WebError> + Send + 'static,
     ) -> Result<T, WebError> {
@@ -120,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/static/style.css", get(style))
+        .nest("/api/v1", crate::api::router())
         .fallback(not_found)
         .layer(middleware::from_fn(guard))
         .with_state(state)
