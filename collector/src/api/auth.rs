@@ -24,6 +24,7 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
+    MethodNotAllowed(String),
     /// The resource's state does not allow the request.
     Conflict(String),
     TooMany {
@@ -45,6 +46,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.as_str()),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.as_str()),
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, m.as_str()),
+            ApiError::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m.as_str()),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.as_str()),
             ApiError::TooMany { message, .. } => (StatusCode::TOO_MANY_REQUESTS, message.as_str()),
             ApiError::Internal(m) => {

@@ -113,6 +113,14 @@ pub fn router() -> Router<AppState> {
             router.route(route.path, (route.handler)())
         })
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed(
+        "this operation does not take that method: GET /api/v1/openapi.json lists the operations"
+            .to_owned(),
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -350,16 +358,26 @@ async fn audit_log(
     Moment(as_of): Moment,
     Params(query): Params<PageQuery>,
 ) -> Result<Json<AuditPage>, ApiError> {
-    let (at, page) = (as_of.ms, query.page.unwrap_or(1).max(1));
-    let (entries, total) = state
-        .db(move |store| Ok(store.audit_log(at, (page - 1) * AUDIT_PAGE, AUDIT_PAGE)?))
+    let (at, wanted) = (as_of.ms, query.page.unwrap_or(1).max(1));
+    let answer = state
+        .db(move |store| {
+            let (mut entries, total) =
+                store.audit_log(at, (wanted - 1) * AUDIT_PAGE, AUDIT_PAGE)?;
+            let pages = total.div_ceil(AUDIT_PAGE).max(1);
+            // Past the last page, the last page, as the other lists answer.
+            let page = wanted.min(pages);
+            if page != wanted {
+                entries = store.audit_log(at, (page - 1) * AUDIT_PAGE, AUDIT_PAGE)?.0;
+            }
+            Ok(AuditPage {
+                total,
+                page,
+                pages,
+                entries,
+            })
+        })
         .await?;
-    Ok(Json(AuditPage {
-        total,
-        page,
-        pages: total.div_ceil(AUDIT_PAGE).max(1),
-        entries,
-    }))
+    Ok(Json(answer))
 }
 
 #[derive(Debug, Deserialize)]

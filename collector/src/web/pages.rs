@@ -149,9 +149,11 @@ pub async fn action_step(
         .await?;
     match outcome {
         Ok(_) => Ok(Redirect::to(&format!("/actions/{id}")).into_response()),
-        Err(StepError::Refused(why) | StepError::Conflict(why)) => Ok(action_page(&state, &signed, &as_of, id, why)
-            .await?
-            .into_response()),
+        Err(StepError::Refused(why) | StepError::Conflict(why)) => {
+            Ok(action_page(&state, &signed, &as_of, id, why)
+                .await?
+                .into_response())
+        }
         Err(e @ StepError::Forbidden(_)) => Err(WebError::Forbidden(e.to_string())),
         Err(e @ StepError::NotFound(_)) => Err(WebError::NotFound(e.to_string())),
         Err(StepError::Store(e)) => Err(e.into()),
