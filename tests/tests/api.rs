@@ -574,6 +574,9 @@ fn every_answer_matches_the_document_and_steps_are_taken_by_role_and_audited() {
     assert_eq!(nowhere.status, 404);
     let error = json!({ "$ref": "#/components/schemas/Error" });
     api.check(&error, &nowhere.body, "GET /api/v1/nowhere");
+    let wrong_method = api.raw("GET", &format!("/api/v1{steps}"), Some(&viewer), None);
+    assert_eq!(wrong_method.status, 405);
+    api.check(&error, &wrong_method.body, "GET on the steps");
 
     let gets: BTreeSet<(String, String)> = ROUTES
         .iter()
