@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod actions;
+pub mod api;
 pub mod bundle;
 pub mod ca;
 pub mod chain;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::{Principal, Role};
 use crate::actions::{self, ActionError, ActionView, Request};
-use crate::store::{AuditEntry, EventRow, Store, StoreError};
+use crate::store::{AuditEntry, EventError, EventRow, Store, StoreError};
 
 /// Actions per page of the list.
 pub const PAGE_SIZE: usize = 50;
@@ -106,9 +106,12 @@ pub struct Step {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    /// The step is not allowed or its fields are wrong: the person can fix it.
+    /// The step's fields are wrong: the person can fix them.
     #[error("{0}")]
     Refused(String),
+    /// The action's state does not allow the step; the message names the steps it allows.
+    #[error("{0}")]
+    Conflict(String),
     #[error(
         "your role ({0}) cannot change corrective actions: ask an administrator for the reviewer role"
     )]
@@ -190,7 +193,11 @@ fn decide(
         return Err(StepError::NotFound(id));
     }
     actions::request(store, id, &request, &who.name, &step.reason, now_ms).map_err(|e| match e {
-        ActionError::Store(e) => StepError::Store(e),
-        other => StepError::Refused(other.to_string()),
+        ActionError::Store(e) | ActionError::Event(EventError::Store(e)) => StepError::Store(e),
+        ActionError::Event(EventError::NoSuchAction(id)) => StepError::NotFound(id),
+        conflict @ ActionError::Event(EventError::Refused { .. }) => {
+            StepError::Conflict(conflict.to_string())
+        }
+        ActionError::Invalid(why) => StepError::Refused(why),
     })
 }

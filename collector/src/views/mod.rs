@@ -7,6 +7,7 @@
 //! status --as-of` re-judges from evidence when that is wanted.
 
 pub mod actions;
+pub mod enrolment;
 pub mod evidence;
 pub mod host;
 

@@ -47,7 +47,10 @@ struct Inner {
     ca_fingerprint: String,
     /// How agents reach the collector, for the enrolment command line.
     grpc_url: String,
-    throttle: Throttle,
+    /// Sign-in attempts on the web page.
+    passwords: Throttle,
+    /// Wrong API tokens.
+    tokens: Throttle,
 }
 
 impl AppState {
@@ -57,13 +60,24 @@ impl AppState {
                 store,
                 ca_fingerprint,
                 grpc_url,
-                throttle: Throttle::for_passwords(),
+                passwords: Throttle::for_passwords(),
+                tokens: Throttle::for_tokens(),
             }),
         }
     }
 
+    /// The collector CA's fingerprint and how agents reach the collector, for enrolment.
+    pub(crate) fn enrolment_target(&self) -> (&str, &str) {
+        (&self.inner.ca_fingerprint, &self.inner.grpc_url)
+    }
+
+    /// The throttle of wrong API tokens.
+    pub(crate) fn token_throttle(&self) -> &Throttle {
+        &self.inner.tokens
+    }
+
     /// Runs a database call off the async runtime.
-    async fn db<T: Send + 'static>(
+    pub(crate) async fn db<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> Result<T, WebError> + Send + 'static,
     ) -> Result<T, WebError> {
@@ -120,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/static/style.css", get(style))
+        .nest("/api/v1", crate::api::router())
         .fallback(not_found)
         .layer(middleware::from_fn(guard))
         .with_state(state)

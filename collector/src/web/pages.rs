@@ -12,9 +12,10 @@ use super::session::{Layout, Signed};
 use super::{AppState, AsOf, WebError, encode_query};
 use crate::accounts::Role;
 use crate::actions::ActionView;
-use crate::model::{format_unix_ms, now_unix_ms};
-use crate::store::{AuditEntry, AuditRow};
+use crate::model::now_unix_ms;
+use crate::store::AuditRow;
 use crate::views::actions::{self as steps, ActionFilter, ActionPage, Origin, Step, StepError};
+use crate::views::enrolment::{self, TokenError};
 
 fn render(page: impl Template) -> Result<Html<String>, WebError> {
     page.render()
@@ -148,9 +149,11 @@ pub async fn action_step(
         .await?;
     match outcome {
         Ok(_) => Ok(Redirect::to(&format!("/actions/{id}")).into_response()),
-        Err(StepError::Refused(why)) => Ok(action_page(&state, &signed, &as_of, id, why)
-            .await?
-            .into_response()),
+        Err(StepError::Refused(why) | StepError::Conflict(why)) => {
+            Ok(action_page(&state, &signed, &as_of, id, why)
+                .await?
+                .into_response())
+        }
         Err(e @ StepError::Forbidden(_)) => Err(WebError::Forbidden(e.to_string())),
         Err(e @ StepError::NotFound(_)) => Err(WebError::NotFound(e.to_string())),
         Err(StepError::Store(e)) => Err(e.into()),
@@ -192,9 +195,6 @@ pub struct TokenForm {
     hours: u32,
 }
 
-/// The longest a token from the web page stays valid.
-const MAX_TOKEN_HOURS: u32 = 24 * 30;
-
 pub async fn create_token(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -204,54 +204,35 @@ pub async fn create_token(
 ) -> Result<Html<String>, WebError> {
     signed.check_csrf(&form.csrf)?;
     signed.require(Role::Admin, "creating enrolment tokens")?;
-    if !(1..=10_000).contains(&form.uses) {
-        return Err(WebError::BadRequest(format!(
-            "uses is {}: a token may enrol 1 to 10000 agents",
-            form.uses
-        )));
-    }
-    if !(1..=MAX_TOKEN_HOURS).contains(&form.hours) {
-        return Err(WebError::BadRequest(format!(
-            "valid for {} hours: choose 1 to {MAX_TOKEN_HOURS}",
-            form.hours
-        )));
-    }
-    let token = crate::token::Token::generate().map_err(|e| WebError::Internal(e.to_string()))?;
-    let now = now_unix_ms();
-    let expires = now + i64::from(form.hours) * 3_600_000;
-    let (digest, who, address, uses) = (
-        token.hash(),
-        signed.who.clone(),
-        peer.ip().to_string(),
-        form.uses,
-    );
-    state
+    let (who, address) = (signed.who.clone(), peer.ip().to_string());
+    let (uses, hours) = (form.uses, form.hours);
+    let created = state
         .db(move |store| {
-            let id = store.create_token(&digest, now, expires, uses)?;
-            store.append_audit(&AuditEntry {
-                at_ms: now,
-                actor: &who.name,
-                role: Some(who.role.as_str()),
-                channel: "web",
-                action: "enrolment-token.create",
-                target: &format!("token {id}"),
-                ok: true,
-                detail: &format!(
-                    "for {uses} agent(s), valid until {}",
-                    format_unix_ms(expires)
-                ),
-                remote_addr: Some(&address),
-            })?;
-            Ok(())
+            Ok(enrolment::create_token(
+                store,
+                &who,
+                Origin {
+                    channel: "web",
+                    remote_addr: Some(&address),
+                },
+                uses,
+                hours,
+                now_unix_ms(),
+            ))
         })
-        .await?;
+        .await?
+        .map_err(|e| match e {
+            TokenError::Invalid(why) => WebError::BadRequest(why),
+            e @ TokenError::Forbidden(_) => WebError::Forbidden(e.to_string()),
+            e @ (TokenError::Random(_) | TokenError::Store(_)) => WebError::Internal(e.to_string()),
+        })?;
     render(EnrolmentPage {
         layout: Layout::new(&signed, &as_of, "/enrolment", "enrolment"),
         ca_fingerprint: state.inner.ca_fingerprint.clone(),
         grpc_url: state.inner.grpc_url.clone(),
-        token: Some(token.expose().to_owned()),
-        expires: format_unix_ms(expires),
-        uses: form.uses,
+        token: Some(created.token),
+        expires: created.expires_at,
+        uses: created.uses,
     })
 }
 

@@ -247,7 +247,7 @@ pub async fn login(
         format!("addr:{address}"),
     ];
     let now = now_unix_ms();
-    let wait = state.inner.throttle.wait_ms(&keys, now);
+    let wait = state.inner.passwords.wait_ms(&keys, now);
     let audit = |ok: bool, detail: String, role: Option<&'static str>| {
         let (name, address) = (name.clone(), address.clone());
         move |store: &crate::store::Store| {
@@ -283,13 +283,13 @@ pub async fn login(
         .db(move |store| Ok(accounts::authenticate(store, &check_name, &password)?))
         .await?;
     let Some(who) = who else {
-        state.inner.throttle.failed(&keys, now);
+        state.inner.passwords.failed(&keys, now);
         state
             .db(audit(false, "wrong name or password".into(), None))
             .await?;
         return login_form(next, "Wrong name or password.".into());
     };
-    state.inner.throttle.succeeded(&keys);
+    state.inner.passwords.succeeded(&keys);
     let secret = accounts::new_secret().map_err(|e| WebError::Internal(e.to_string()))?;
     let csrf = accounts::new_secret().map_err(|e| WebError::Internal(e.to_string()))?;
     let digest = accounts::secret_digest(&secret);
