@@ -133,7 +133,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
             let web_store = Arc::new(Store::open_existing(&database_path(&config.data_dir))?);
             let state = crate::web::AppState::new(
                 web_store,
-                ca.fingerprint(),
+                ca.clone(),
                 agent_url(local, &config.server_names),
             );
             let mut stopped = web_stopped;

@@ -26,6 +26,7 @@ use axum::routing::{get, post};
 use tracing::{error, info};
 
 use crate::accounts::Throttle;
+use crate::ca::CertificateAuthority;
 use crate::model::{format_unix_ms, now_unix_ms};
 use crate::store::Store;
 
@@ -44,6 +45,8 @@ pub struct AppState {
 
 struct Inner {
     store: Arc<Store>,
+    /// Signs checkpoints and bundle manifests for exports.
+    ca: Arc<CertificateAuthority>,
     ca_fingerprint: String,
     /// How agents reach the collector, for the enrolment command line.
     grpc_url: String,
@@ -54,11 +57,12 @@ struct Inner {
 }
 
 impl AppState {
-    pub fn new(store: Arc<Store>, ca_fingerprint: String, grpc_url: String) -> AppState {
+    pub fn new(store: Arc<Store>, ca: Arc<CertificateAuthority>, grpc_url: String) -> AppState {
         AppState {
             inner: Arc::new(Inner {
                 store,
-                ca_fingerprint,
+                ca_fingerprint: ca.fingerprint(),
+                ca,
                 grpc_url,
                 passwords: Throttle::for_passwords(),
                 tokens: Throttle::for_tokens(),
@@ -69,6 +73,11 @@ impl AppState {
     /// The collector CA's fingerprint and how agents reach the collector, for enrolment.
     pub(crate) fn enrolment_target(&self) -> (&str, &str) {
         (&self.inner.ca_fingerprint, &self.inner.grpc_url)
+    }
+
+    /// The collector's CA, to sign what exports carry (checkpoints, bundle manifests).
+    pub(crate) fn ca(&self) -> &Arc<CertificateAuthority> {
+        &self.inner.ca
     }
 
     /// The throttle of wrong API tokens.
