@@ -123,8 +123,20 @@ fn sign_out(browser: &Browser) {
 }
 
 /// Posts a form over HTTPS the way a script (not a browser) would: trusting the collector's
-/// CA, sending `cookie`, no Origin header. Returns the status code and body.
+/// CA, sending `cookie`, no Origin header. Returns the status code and the whole response.
 fn post_form(collector: &Collector, path: &str, cookie: &str, body: &str) -> (u16, String) {
+    let (status, response) = request(collector, "POST", path, cookie, body);
+    (status, String::from_utf8_lossy(&response).into_owned())
+}
+
+/// One HTTPS request with a session cookie; the status and the raw response (head and body).
+fn request(
+    collector: &Collector,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    body: &str,
+) -> (u16, Vec<u8>) {
     let web = collector.web_url();
     let host = web.trim_start_matches("https://").to_owned();
     let mut roots = rustls::RootCertStore::empty();
@@ -146,19 +158,28 @@ fn post_form(collector: &Collector, path: &str, cookie: &str, body: &str) -> (u1
     let mut tls = rustls::StreamOwned::new(connection, tcp);
     write!(
         tls,
-        "POST {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nCookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .expect("send");
     let mut response = Vec::new();
     let _ = tls.read_to_end(&mut response);
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let status = text
+    let head = String::from_utf8_lossy(&response[..response.len().min(64)]).into_owned();
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    (status, text)
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, response)
+}
+
+/// The body of a response that is not chunked (the downloads set a length).
+fn body_of(response: &[u8]) -> &[u8] {
+    let at = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of the head");
+    &response[at + 4..]
 }
 
 /// Serves `html` to every request on a loopback port of its own: another site.
@@ -323,7 +344,66 @@ fn reviewers_work_in_the_browser_and_cannot_be_tricked() {
         .wait_for_text("the reason is empty", Duration::from_secs(5))
         .expect("refused with why");
 
-    // The audit log has the sign-in and the step.
+    // Exports: the audit report names the failing control; the evidence bundle verifies offline
+    // with nothing but the CA certificate.
+    browser.goto(&format!("{web}/exports")).expect("exports");
+    browser.screenshot("exports").expect("screenshot");
+    let session = browser.cookie("__Host-evident-session").expect("session");
+    let cookie = format!("{}={}", session.name, session.value);
+    let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let (status, report) = request(
+        &collector,
+        "GET",
+        &format!("/exports/download?kind=report&from={today}&to={today}"),
+        &cookie,
+        "",
+    );
+    let report = String::from_utf8_lossy(&report).into_owned();
+    assert_eq!(status, 200, "{report}");
+    assert!(
+        report.contains("A.8.8") && report.contains("text/html"),
+        "{report}"
+    );
+    let (status, bundle) = request(
+        &collector,
+        "GET",
+        &format!("/exports/download?kind=bundle&from={today}&to={today}"),
+        &cookie,
+        "",
+    );
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&bundle));
+    let bundle_file = dir.path().join("bundle.tar");
+    std::fs::write(&bundle_file, body_of(&bundle)).expect("write the bundle");
+    evident_tests::run(
+        &binary("evident-collector"),
+        &[
+            "bundle",
+            "verify",
+            bundle_file.to_str().expect("utf-8"),
+            "--ca",
+            collector
+                .data_dir
+                .join("tls/ca.pem")
+                .to_str()
+                .expect("utf-8"),
+        ],
+    )
+    .expect_ok("the downloaded bundle verifies offline");
+    let (status, bad) = request(
+        &collector,
+        "GET",
+        &format!("/exports/download?kind=report&from={today}&to=2020-01-01"),
+        &cookie,
+        "",
+    );
+    assert_eq!(status, 400, "an end before the start is refused");
+    assert!(
+        String::from_utf8_lossy(&bad).contains("give an end after the start"),
+        "{}",
+        String::from_utf8_lossy(&bad)
+    );
+
+    // The audit log has the sign-in, the step and the exports.
     browser.goto(&format!("{web}/audit")).expect("audit");
     let audit = browser.text("#audit").expect("audit table");
     assert!(
@@ -332,6 +412,10 @@ fn reviewers_work_in_the_browser_and_cannot_be_tricked() {
     );
     assert!(
         audit.contains("action.step") && audit.contains("patching in tonight's window"),
+        "{audit}"
+    );
+    assert!(
+        audit.contains("export.report") && audit.contains("export.bundle"),
         "{audit}"
     );
     browser.screenshot("audit").expect("screenshot");

@@ -39,6 +39,37 @@ pub fn export_bundle(
     out: &Path,
     now_ms: i64,
 ) -> anyhow::Result<Exported> {
+    build(store, ca, from_ms, to_ms, now_ms, |files| {
+        write_tar(out, now_ms, files.into_iter())
+    })
+}
+
+/// `export_bundle` into memory, for a download.
+pub fn export_bundle_bytes(
+    store: &Store,
+    ca: &CertificateAuthority,
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+) -> anyhow::Result<(Exported, Vec<u8>)> {
+    let mut tar = Vec::new();
+    let exported = build(store, ca, from_ms, to_ms, now_ms, |files| {
+        tar = tar_into(Vec::new(), now_ms, files.into_iter())?;
+        Ok(tar.len() as u64)
+    })?;
+    Ok((exported, tar))
+}
+
+/// Gathers the bundle's files and hands them to `sink`, which writes them and says how many
+/// bytes it wrote.
+fn build(
+    store: &Store,
+    ca: &CertificateAuthority,
+    from_ms: i64,
+    to_ms: i64,
+    now_ms: i64,
+    sink: impl FnOnce(Vec<(String, Vec<u8>)>) -> anyhow::Result<u64>,
+) -> anyhow::Result<Exported> {
     if from_ms > to_ms {
         bail!(
             "--from {} is after --to {}: give the start of the period first",
@@ -150,15 +181,14 @@ pub fn export_bundle(
     let manifest_json = serde_json::to_vec_pretty(&manifest)?;
     let signature = ca.sign(&manifest_signing_input(&manifest_json))?;
 
-    let bytes = write_tar(
-        out,
-        now_ms,
+    let bytes = sink(
         [
             (MANIFEST.to_owned(), manifest_json),
             (MANIFEST_SIGNATURE.to_owned(), signature),
         ]
         .into_iter()
-        .chain(files),
+        .chain(files)
+        .collect(),
     )?;
     Ok(Exported {
         items: items.len(),
@@ -181,21 +211,8 @@ fn write_tar(
     let partial = out.with_extension("partial");
     let file =
         std::fs::File::create(&partial).with_context(|| format!("create {}", partial.display()))?;
-    let mut builder = tar::Builder::new(std::io::BufWriter::new(file));
-    let mtime = u64::try_from(now_ms / 1000).unwrap_or(0);
-    for (path, bytes) in files {
-        let mut header = tar::Header::new_ustar();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_mtime(mtime);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder
-            .append_data(&mut header, &path, bytes.as_slice())
-            .with_context(|| format!("write {path} into {}", partial.display()))?;
-    }
-    let writer = builder
-        .into_inner()
-        .with_context(|| format!("finish {}", partial.display()))?;
+    let writer = tar_into(std::io::BufWriter::new(file), now_ms, files)
+        .with_context(|| format!("write {}", partial.display()))?;
     let file = writer
         .into_inner()
         .map_err(|e| anyhow::anyhow!("write {}: {}", partial.display(), e.error()))?;
@@ -205,4 +222,25 @@ fn write_tar(
     std::fs::rename(&partial, out)
         .with_context(|| format!("move {} to {}", partial.display(), out.display()))?;
     Ok(bytes)
+}
+
+/// Writes the files as a tar archive into `writer` and hands it back.
+fn tar_into<W: std::io::Write>(
+    writer: W,
+    now_ms: i64,
+    files: impl Iterator<Item = (String, Vec<u8>)>,
+) -> anyhow::Result<W> {
+    let mut builder = tar::Builder::new(writer);
+    let mtime = u64::try_from(now_ms / 1000).unwrap_or(0);
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(&mut header, &path, bytes.as_slice())
+            .with_context(|| format!("write {path} into the bundle"))?;
+    }
+    builder.into_inner().context("finish the bundle")
 }

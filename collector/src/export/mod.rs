@@ -38,6 +38,26 @@ impl Period {
         Ok(Period { from_ms, to_ms })
     }
 
+    /// A period as people write it: `2026-10-01` (a bare end date covers that whole day) or RFC
+    /// 3339 times. The CLI, the web page and the API read periods through here.
+    pub fn parse(from: &str, to: &str) -> Result<Period, ExportError> {
+        use crate::cli::{DayEdge, parse_moment};
+        let from_ms = parse_moment(from, DayEdge::Start)
+            .map_err(|e| ExportError::Period(format!("the start: {e}")))?;
+        let to_ms = parse_moment(to, DayEdge::End)
+            .map_err(|e| ExportError::Period(format!("the end: {e}")))?;
+        let bare_date = !to.trim().contains(['T', 't']);
+        // A bare date means the whole day: up to and including its last millisecond.
+        Period::new(
+            from_ms,
+            if bare_date {
+                to_ms.saturating_add(1)
+            } else {
+                to_ms
+            },
+        )
+    }
+
     /// The moment the period is judged at: its last millisecond, or `now_ms` for a period that
     /// has not ended yet (a judgement of the future would age evidence that may still come).
     pub fn judged_at(&self, now_ms: i64) -> i64 {

@@ -13,7 +13,7 @@ use crate::policy::Catalogue;
 use crate::status::{ControlStatus, Finding};
 use crate::views::{self, HostFilter, HostPage, evidence::EvidenceDetail, host::HostDetail};
 
-fn render(page: impl Template) -> Result<Html<String>, WebError> {
+pub(super) fn render(page: impl Template) -> Result<Html<String>, WebError> {
     page.render()
         .map(Html)
         .map_err(|e| WebError::Internal(format!("render a page: {e}")))

@@ -6,6 +6,7 @@
 
 mod chart;
 mod display;
+mod exports;
 mod fleet;
 mod pages;
 mod session;
@@ -140,6 +141,8 @@ pub fn router(state: AppState) -> Router {
             get(pages::enrolment).post(pages::create_token),
         )
         .route("/audit", get(pages::audit))
+        .route("/exports", get(exports::exports))
+        .route("/exports/download", get(exports::download))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/static/style.css", get(style))
@@ -225,6 +228,19 @@ pub enum WebError {
         next: String,
     },
     Internal(String),
+}
+
+impl std::fmt::Display for WebError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WebError::NotFound(m)
+            | WebError::BadRequest(m)
+            | WebError::Forbidden(m)
+            | WebError::TooMany(m)
+            | WebError::Internal(m) => f.write_str(m),
+            WebError::SignIn { .. } => f.write_str("not signed in"),
+        }
+    }
 }
 
 impl From<crate::store::StoreError> for WebError {
