@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::convert;
 use crate::model::{CheckKind, EvidenceItem, Outcome, format_unix_ms};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredBatch, StoredEvidence};
 
 /// One stored item with its decoded content and chain position.
 #[derive(Debug, Clone, Serialize)]
@@ -28,19 +28,9 @@ pub fn list_evidence(
     limit: Option<usize>,
 ) -> Result<Vec<EvidenceRecord>, StoreError> {
     let mut out = Vec::new();
-    let mut cached: Option<(i64, Vec<Vec<u8>>)> = None;
+    let mut decoder = BatchItems::default();
     store.for_each_evidence(agent_id, |row, batches| {
-        if cached.as_ref().map(|(id, _)| *id) != Some(row.batch_id) {
-            let items = batches
-                .batch(row.batch_id)?
-                .and_then(|b| convert::split_item_list(&b.items).ok())
-                .unwrap_or_default();
-            cached = Some((row.batch_id, items));
-        }
-        let item = cached
-            .as_ref()
-            .and_then(|(_, items)| items.get(row.item_index))
-            .and_then(|bytes| convert::decode_item(row.item_index, bytes).ok());
+        let item = decoder.item(&row, |id| batches.batch(id))?;
         out.push(EvidenceRecord {
             agent_id: row.agent_id,
             sequence: row.sequence,
@@ -55,6 +45,34 @@ pub fn list_evidence(
         Ok(limit.is_none_or(|limit| out.len() < limit))
     })?;
     Ok(out)
+}
+
+/// Decodes stored items, splitting each batch once however many of its items are read in a row.
+#[derive(Debug, Default)]
+pub struct BatchItems {
+    cached: Option<(i64, Vec<Vec<u8>>)>,
+}
+
+impl BatchItems {
+    /// The decoded item of `row`; `None` when the stored bytes do not decode (`verify` says
+    /// why). `load` reads a batch by id.
+    pub fn item(
+        &mut self,
+        row: &StoredEvidence,
+        load: impl FnOnce(i64) -> Result<Option<StoredBatch>, StoreError>,
+    ) -> Result<Option<EvidenceItem>, StoreError> {
+        if self.cached.as_ref().map(|(id, _)| *id) != Some(row.batch_id) {
+            let items = load(row.batch_id)?
+                .and_then(|b| convert::split_item_list(&b.items).ok())
+                .unwrap_or_default();
+            self.cached = Some((row.batch_id, items));
+        }
+        Ok(self
+            .cached
+            .as_ref()
+            .and_then(|(_, items)| items.get(row.item_index))
+            .and_then(|bytes| convert::decode_item(row.item_index, bytes).ok()))
+    }
 }
 
 /// A one-line summary of an item for the table view.

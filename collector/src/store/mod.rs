@@ -575,27 +575,14 @@ impl Store {
     ) -> Result<(), StoreError> {
         let conn = self.conn();
         let reader = BatchReader { conn: &conn };
-        let mut stmt = conn.prepare(
-            "SELECT e.agent_id, e.sequence, e.batch_id, e.item_index, e.check_kind,
-                    e.observed_at_ms, e.received_at_ms, e.prev_hash, e.hash, b.agent_clock_skew_ms
-             FROM evidence e JOIN batches b ON b.id = e.batch_id
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {} FROM evidence e JOIN batches b ON b.id = e.batch_id
              WHERE (?1 IS NULL OR e.agent_id = ?1) ORDER BY e.agent_id, e.sequence",
-        )?;
+            reviewers::EVIDENCE_COLUMNS
+        ))?;
         let mut rows = stmt.query([agent_id])?;
         while let Some(r) = rows.next()? {
-            let row = StoredEvidence {
-                agent_id: r.get(0)?,
-                sequence: r.get::<_, i64>(1)? as u64,
-                batch_id: r.get(2)?,
-                item_index: r.get::<_, i64>(3)? as usize,
-                check_kind: r.get(4)?,
-                observed_at_ms: r.get(5)?,
-                received_at_ms: r.get(6)?,
-                prev_hash: r.get(7)?,
-                hash: r.get(8)?,
-                agent_clock_skew_ms: r.get(9)?,
-            };
-            if !visit(row, &reader)? {
+            if !visit(reviewers::evidence_row(r)?, &reader)? {
                 break;
             }
         }

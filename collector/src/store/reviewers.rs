@@ -84,7 +84,7 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     })
 }
 
-fn evidence_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvidence> {
+pub(super) fn evidence_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvidence> {
     Ok(StoredEvidence {
         agent_id: r.get(0)?,
         sequence: r.get::<_, i64>(1)? as u64,
@@ -99,7 +99,9 @@ fn evidence_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvidence> {
     })
 }
 
-const EVIDENCE_COLUMNS: &str = "e.agent_id, e.sequence, e.batch_id, e.item_index, e.check_kind,
+/// The columns `evidence_row` reads, in its order.
+pub(super) const EVIDENCE_COLUMNS: &str =
+    "e.agent_id, e.sequence, e.batch_id, e.item_index, e.check_kind,
      e.observed_at_ms, e.received_at_ms, e.prev_hash, e.hash, b.agent_clock_skew_ms";
 
 impl Store {

@@ -172,20 +172,10 @@ fn timeline_entries(
     rows: Vec<StoredEvidence>,
     limit: usize,
 ) -> Result<Vec<TimelineEntry>, StoreError> {
-    let mut cached: Option<(i64, Vec<Vec<u8>>)> = None;
+    let mut decoder = review::BatchItems::default();
     let mut out = Vec::new();
     for row in rows.into_iter().take(limit) {
-        if cached.as_ref().map(|(id, _)| *id) != Some(row.batch_id) {
-            let items = store
-                .batch(row.batch_id)?
-                .and_then(|b| convert::split_item_list(&b.items).ok())
-                .unwrap_or_default();
-            cached = Some((row.batch_id, items));
-        }
-        let item = cached
-            .as_ref()
-            .and_then(|(_, items)| items.get(row.item_index))
-            .and_then(|bytes| convert::decode_item(row.item_index, bytes).ok());
+        let item = decoder.item(&row, |id| store.batch(id))?;
         out.push(TimelineEntry {
             sequence: row.sequence,
             check: CheckKind::from_number(row.check_kind).map_or_else(
