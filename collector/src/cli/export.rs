@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
-use super::{DataDirArg, DayEdge, open_store, parse_moment};
+use super::{DataDirArg, open_store};
 use crate::ca::{CaPaths, CertificateAuthority};
 use crate::export::{self, ExportContext, Period, csv::CsvKind};
 use crate::model::now_unix_ms;
@@ -71,20 +71,8 @@ pub struct PeriodArgs {
 
 impl PeriodArgs {
     fn period(&self) -> anyhow::Result<Period> {
-        let from = parse_moment(&self.from, DayEdge::Start).context("--from")?;
-        // A bare date means the whole day: up to and including its last millisecond.
-        let to = parse_moment(&self.to, DayEdge::End).context("--to")?;
-        let to = if is_date(&self.to) {
-            to.saturating_add(1)
-        } else {
-            to
-        };
-        Ok(Period::new(from, to)?)
+        Ok(Period::parse(&self.from, &self.to)?)
     }
-}
-
-fn is_date(text: &str) -> bool {
-    !text.trim().contains('T') && !text.trim().contains('t')
 }
 
 pub fn export_command(command: ExportCommand) -> anyhow::Result<u8> {
