@@ -30,7 +30,7 @@ impl Period {
     pub fn new(from_ms: i64, to_ms: i64) -> Result<Period, ExportError> {
         if to_ms <= from_ms {
             return Err(ExportError::Period(format!(
-                "the end {} is not after the start {}: give a `to` after the `from`",
+                "the end {} is not after the start {}: give an end after the start",
                 format_unix_ms(to_ms),
                 format_unix_ms(from_ms)
             )));
