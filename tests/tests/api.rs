@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use evident_collector::api::{OPENAPI, ROUTES};
-use evident_tests::{Agent, Collector, wait_for_some};
+use evident_tests::{Agent, Collector, binary, run, wait_for_some};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rustls::pki_types::pem::PemObject;
@@ -152,6 +152,11 @@ fn validator(doc: &Value, schema: &Value) -> jsonschema::Validator {
 
 /// The JSON schema the document gives for `method path` answering `status`.
 fn response_schema(doc: &Value, method: &str, path: &str, status: u16) -> Value {
+    documented_response(doc, method, path, status)["content"]["application/json"]["schema"].clone()
+}
+
+/// The response the document gives for `method path` answering `status`, references followed.
+fn documented_response(doc: &Value, method: &str, path: &str, status: u16) -> Value {
     let operation = &doc["paths"][path][method.to_lowercase()];
     assert!(operation.is_object(), "{method} {path} is not documented");
     let mut response = operation["responses"][status.to_string()].clone();
@@ -165,7 +170,7 @@ fn response_schema(doc: &Value, method: &str, path: &str, status: u16) -> Value 
             .unwrap_or_else(|| panic!("{reference}"))
             .clone();
     }
-    response["content"]["application/json"]["schema"].clone()
+    response
 }
 
 /// An HTTPS client for the collector's web listener, trusting only the collector's CA.
@@ -176,6 +181,23 @@ struct Api {
     doc: Value,
     /// `(method, path template)` of every operation called, to prove all were.
     called: std::cell::RefCell<BTreeSet<(String, String)>>,
+}
+
+#[derive(Debug)]
+struct Download {
+    status: u16,
+    content_type: String,
+    bytes: Bytes,
+}
+
+impl Download {
+    fn text(&self) -> String {
+        String::from_utf8(self.bytes.to_vec()).expect("a text download is UTF-8")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.bytes).expect("a JSON download")
+    }
 }
 
 #[derive(Debug)]
@@ -253,7 +275,79 @@ impl Api {
         self.call("GET", template, path, Some(token), None)
     }
 
+    /// A download (CSV, HTML, OSCAL JSON, tar) of a documented GET: its status must be
+    /// documented, its content type the one the document gives, a JSON answer must match the
+    /// document's schema, and every refusal is JSON matching the document too.
+    fn download(&self, template: &str, path: &str, token: &str) -> Download {
+        let (status, headers, bytes) =
+            self.fetch("GET", &format!("/api/v1{path}"), Some(token), None);
+        self.called
+            .borrow_mut()
+            .insert(("GET".to_owned(), template.to_owned()));
+        let content_type = headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let media_type = content_type.split(';').next().unwrap_or_default().trim();
+        let response = documented_response(&self.doc, "GET", template, status);
+        let documented: Vec<&String> = response["content"]
+            .as_object()
+            .map(|c| c.keys().collect())
+            .unwrap_or_default();
+        assert!(
+            documented.iter().any(|t| *t == media_type),
+            "GET {path} answered {status} as {content_type:?}, the document says {documented:?}: {bytes:?}"
+        );
+        if media_type == "application/json" {
+            let body: Value = serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("GET {path} answered {status} with no JSON ({e})"));
+            let schema = response["content"]["application/json"]["schema"].clone();
+            self.check(&schema, &body, &format!("GET {path}"));
+        }
+        if status == 200 {
+            let disposition = headers
+                .get(hyper::header::CONTENT_DISPOSITION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            assert!(
+                disposition.starts_with("attachment; filename=\"evident-"),
+                "GET {path}: Content-Disposition {disposition:?}"
+            );
+        }
+        Download {
+            status,
+            content_type,
+            bytes,
+        }
+    }
+
     fn raw(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
+        let (status, headers, bytes) = self.fetch(method, path, token, body);
+        assert_eq!(
+            headers
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{method} {path} answered {status} with {bytes:?}"
+        );
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("{method} {path} answered {status} with no JSON ({e}): {bytes:?}")
+        });
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn fetch(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, hyper::HeaderMap, Bytes) {
         self.runtime.block_on(async {
             let tcp = tokio::net::TcpStream::connect(&self.address)
                 .await
@@ -291,21 +385,7 @@ impl Api {
                 .await
                 .expect("read the body")
                 .to_bytes();
-            assert_eq!(
-                headers
-                    .get(hyper::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok()),
-                Some("application/json"),
-                "{method} {path} answered {status} with {bytes:?}"
-            );
-            let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                panic!("{method} {path} answered {status} with no JSON ({e}): {bytes:?}")
-            });
-            Answer {
-                status,
-                headers,
-                body,
-            }
+            (status, headers, bytes)
         })
     }
 }
@@ -578,6 +658,16 @@ fn every_answer_matches_the_document_and_steps_are_taken_by_role_and_audited() {
     assert_eq!(wrong_method.status, 405);
     api.check(&error, &wrong_method.body, "GET on the steps");
 
+    exports_and_checkpoints(
+        &api,
+        &collector,
+        &agent,
+        &viewer,
+        &agent_id,
+        &before,
+        dir.path(),
+    );
+
     let gets: BTreeSet<(String, String)> = ROUTES
         .iter()
         .filter(|r| r.method == "GET")
@@ -724,6 +814,354 @@ fn only_valid_tokens_get_in_and_an_admin_enrols_an_agent_over_the_api() {
         .expect("Retry-After in seconds");
     std::thread::sleep(Duration::from_secs(wait));
     assert_eq!(api.get("/status", "/status", &viewer).status, 200);
+}
+
+/// Exports of the test's period and the checkpoints, as a viewer: the CSV has the rows, the
+/// report names A.8.8, the OSCAL documents validate against NIST's schemas, the bundle and a
+/// consistency proof from an early checkpoint verify with the real binary offline, every export
+/// is in the audit log, and evidence rewritten under a checkpoint is a 409 naming it.
+fn exports_and_checkpoints(
+    api: &Api,
+    collector: &Collector,
+    agent: &Agent,
+    viewer: &str,
+    agent_id: &str,
+    before: &str,
+    dir: &Path,
+) {
+    // An early checkpoint the auditor keeps, then a second cycle of evidence.
+    collector
+        .admin(&["checkpoint", "create"])
+        .expect_ok("checkpoint create");
+    agent
+        .run_once_replaying(
+            &debian_replay(),
+            &["--config", dir.join("agent.toml").to_str().expect("utf-8")],
+        )
+        .expect_ok("a second cycle");
+    let collector_bin = binary("evident-collector");
+    let ca = collector.data_dir.join("tls/ca.pem");
+    let ca = ca.to_str().expect("utf-8");
+
+    // The period: from before the test to the end of tomorrow (UTC), dates as the CLI takes.
+    let tomorrow = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_hours(24))
+        .expect("tomorrow")
+        .to_string();
+    let period = format!("from={}&to={}", enc(before), &tomorrow[..10]);
+
+    let evidence_csv = api.download(
+        "/exports/csv",
+        &format!("/exports/csv?what=evidence&{period}"),
+        viewer,
+    );
+    assert_eq!(evidence_csv.status, 200, "{evidence_csv:?}");
+    assert!(evidence_csv.content_type.starts_with("text/csv"));
+    let mut reader = csv::Reader::from_reader(evidence_csv.bytes.as_ref());
+    let headers = reader.headers().expect("a header row").clone();
+    let agent_column = headers
+        .iter()
+        .position(|h| h == "agent_id")
+        .unwrap_or_else(|| panic!("an agent_id column: {headers:?}"));
+    let rows: Vec<csv::StringRecord> = reader
+        .records()
+        .collect::<Result<_, _>>()
+        .expect("the CSV parses");
+    assert!(rows.len() >= 4, "two cycles of evidence: {rows:?}");
+    assert!(rows.iter().all(|r| r.get(agent_column) == Some(agent_id)));
+    for what in ["results", "actions"] {
+        let answer = api.download(
+            "/exports/csv",
+            &format!("/exports/csv?what={what}&{period}"),
+            viewer,
+        );
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let text = answer.text();
+        assert!(
+            text.lines().count() >= 2,
+            "{what}: a header and rows: {text}"
+        );
+        assert!(text.contains("security-updates"), "{what}: {text}");
+    }
+    let unknown = api.download(
+        "/exports/csv",
+        &format!("/exports/csv?what=hosts&{period}"),
+        viewer,
+    );
+    assert_eq!(unknown.status, 400);
+    let no_period = api.download("/exports/csv", "/exports/csv?what=evidence", viewer);
+    assert_eq!(no_period.status, 400);
+    let backwards = api.download(
+        "/exports/report",
+        "/exports/report?from=2026-10-31&to=2026-10-01",
+        viewer,
+    );
+    assert_eq!(backwards.status, 400);
+    let malformed = api.download(
+        "/exports/report",
+        "/exports/report?from=last-week&to=2026-10-01",
+        viewer,
+    );
+    assert_eq!(malformed.status, 400);
+
+    let report = api.download(
+        "/exports/report",
+        &format!("/exports/report?{period}"),
+        viewer,
+    );
+    assert_eq!(report.status, 200, "{report:?}");
+    assert!(report.content_type.starts_with("text/html"));
+    assert!(report.text().contains("A.8.8"));
+
+    for (document, schema) in [
+        ("assessment-results", "oscal_assessment-results_schema.json"),
+        ("poam", "oscal_poam_schema.json"),
+    ] {
+        let template = format!("/exports/oscal/{document}");
+        let answer = api.download(&template, &format!("{template}?{period}"), viewer);
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let nist = nist_validator(schema);
+        let body = answer.json();
+        let errors: Vec<String> = nist
+            .iter_errors(&body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(errors.is_empty(), "{document}: {errors:#?}");
+    }
+    // Long before the test: no action to plan, no evidence to bundle.
+    let old_period = "from=2020-01-01&to=2020-01-02";
+    let nothing = api.download(
+        "/exports/oscal/poam",
+        &format!("/exports/oscal/poam?{old_period}"),
+        viewer,
+    );
+    assert_eq!(nothing.status, 404, "{nothing:?}");
+    let empty = api.download(
+        "/exports/bundle",
+        &format!("/exports/bundle?{old_period}"),
+        viewer,
+    );
+    assert_eq!(empty.status, 404, "{empty:?}");
+
+    // The bundle verifies offline with the real binary and the CA certificate.
+    let bundle = api.download(
+        "/exports/bundle",
+        &format!("/exports/bundle?{period}"),
+        viewer,
+    );
+    assert_eq!(bundle.status, 200, "{bundle:?}");
+    assert_eq!(bundle.content_type, "application/x-tar");
+    let bundle_file = dir.join("bundle.tar");
+    std::fs::write(&bundle_file, &bundle.bytes).expect("write the bundle");
+    let verified = run(
+        &collector_bin,
+        &[
+            "bundle",
+            "verify",
+            bundle_file.to_str().expect("utf-8"),
+            "--ca",
+            ca,
+        ],
+    );
+    assert!(
+        verified.ok() && verified.stdout.contains("ok:"),
+        "{verified:#?}"
+    );
+
+    // Checkpoints: the early one and the one the bundle signed, newest first.
+    let list = api.get("/checkpoints", "/checkpoints", viewer);
+    assert_eq!(list.status, 200);
+    let checkpoints = list.body.as_array().expect("a list").clone();
+    assert!(checkpoints.len() >= 2, "{checkpoints:#?}");
+    let latest = api.get("/checkpoints/latest", "/checkpoints/latest", viewer);
+    assert_eq!(latest.body, checkpoints[0]);
+    let early = checkpoints.last().expect("the early checkpoint").clone();
+    assert!(early["tree_size"].as_u64() < latest.body["tree_size"].as_u64());
+    let old_size = early["tree_size"].to_string();
+    let proof = api.get(
+        "/checkpoints/consistency",
+        &format!("/checkpoints/consistency?old_size={old_size}"),
+        viewer,
+    );
+    assert_eq!(proof.status, 200, "{proof:?}");
+    let write = |name: &str, value: &Value| {
+        let path = dir.join(name);
+        std::fs::write(&path, value.to_string()).expect("write JSON");
+        path.to_str().expect("utf-8").to_owned()
+    };
+    let (old, new, proof_file) = (
+        write("old.json", &early),
+        write("new.json", &latest.body),
+        write("proof.json", &proof.body),
+    );
+    let consistent = run(
+        &collector_bin,
+        &[
+            "checkpoint",
+            "verify-consistency",
+            "--old",
+            &old,
+            "--new",
+            &new,
+            "--proof",
+            &proof_file,
+            "--ca",
+            ca,
+        ],
+    );
+    assert!(
+        consistent.ok() && consistent.stdout.starts_with("ok:"),
+        "{consistent:#?}"
+    );
+    let no_size = api.get(
+        "/checkpoints/consistency",
+        "/checkpoints/consistency",
+        viewer,
+    );
+    assert_eq!(no_size.status, 400);
+    let too_large = api.get(
+        "/checkpoints/consistency",
+        "/checkpoints/consistency?old_size=1&new_size=1000000",
+        viewer,
+    );
+    assert_eq!(too_large.status, 400, "{too_large:?}");
+
+    // An item's inclusion in the latest checkpoint, checked against that checkpoint's root.
+    let inclusion = api.get(
+        "/evidence/{agent_id}/{sequence}/inclusion",
+        &format!("/evidence/{agent_id}/2/inclusion"),
+        viewer,
+    );
+    assert_eq!(inclusion.status, 200, "{inclusion:?}");
+    assert_eq!(inclusion.body["checkpoint"], latest.body);
+    let proven = &inclusion.body["inclusion"];
+    let hash = |h: &Value| -> [u8; 32] {
+        hex::decode(h.as_str().expect("hex"))
+            .expect("hex")
+            .try_into()
+            .expect("32 bytes")
+    };
+    let path: Vec<[u8; 32]> = proven["proof"]
+        .as_array()
+        .expect("proof")
+        .iter()
+        .map(hash)
+        .collect();
+    let leaf = evident_collector::transparency::leaf_hash(
+        agent_id,
+        2,
+        &hex::decode(proven["hash"].as_str().expect("hash")).expect("hex"),
+    );
+    evident_collector::transparency::merkle::verify_inclusion(
+        &leaf,
+        proven["leaf_index"].as_u64().expect("index"),
+        proven["tree_size"].as_u64().expect("size"),
+        &path,
+        &hash(&latest.body["root_hash"]),
+    )
+    .expect("the item is in the latest checkpoint's tree");
+    let not_covered = api.get(
+        "/evidence/{agent_id}/{sequence}/inclusion",
+        &format!("/evidence/{agent_id}/99999/inclusion"),
+        viewer,
+    );
+    assert_eq!(not_covered.status, 404);
+
+    // Every export is in the audit log, refused ones too, with the period.
+    let csv_audit = audited(api, viewer, "export.csv");
+    let outcomes: Vec<(&str, &str, &str)> = csv_audit
+        .iter()
+        .map(|(actor, channel, outcome, _)| (actor.as_str(), channel.as_str(), outcome.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("vera", "api", "ok"),
+            ("vera", "api", "ok"),
+            ("vera", "api", "ok"),
+            ("vera", "api", "refused"),
+            ("vera", "api", "refused"),
+        ],
+        "{csv_audit:#?}"
+    );
+    assert!(
+        csv_audit[0]
+            .3
+            .contains(&format!("{} evidence row(s)", rows.len())),
+        "{csv_audit:#?}"
+    );
+    for (action, made) in [
+        ("export.report", 1),
+        ("export.oscal.assessment-results", 1),
+        ("export.oscal.poam", 1),
+        ("export.bundle", 1),
+    ] {
+        let entries = audited(api, viewer, action);
+        assert_eq!(
+            entries.iter().filter(|e| e.2 == "ok").count(),
+            made,
+            "{action}: {entries:#?}"
+        );
+    }
+    let log = api.get("/audit-log", "/audit-log", viewer);
+    let bundle_entry = log.body["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == "export.bundle" && e["outcome"] == "ok")
+        .expect("the bundle's audit entry");
+    assert!(
+        bundle_entry["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("from ") && t.contains(" to ")),
+        "{bundle_entry:#}"
+    );
+
+    // Rewritten evidence under a checkpoint: the proofs are refused, naming what changed.
+    let db = rusqlite::Connection::open(collector.database()).expect("open the database");
+    db.execute_batch("DROP TRIGGER evidence_no_delete;")
+        .expect("drop the trigger");
+    let newest: i64 = db
+        .query_row(
+            "SELECT MAX(sequence) FROM evidence WHERE agent_id = ?1",
+            [agent_id],
+            |r| r.get(0),
+        )
+        .expect("the newest item");
+    db.execute(
+        "DELETE FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
+        rusqlite::params![agent_id, newest],
+    )
+    .expect("delete the newest item");
+    drop(db);
+    let tampered = api.get(
+        "/checkpoints/consistency",
+        &format!("/checkpoints/consistency?old_size={old_size}"),
+        viewer,
+    );
+    assert_eq!(tampered.status, 409, "{tampered:?}");
+    assert!(
+        tampered.body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no longer matches checkpoint") && e.contains("removed")),
+        "{tampered:?}"
+    );
+    let refused_bundle = api.download(
+        "/exports/bundle",
+        &format!("/exports/bundle?{period}"),
+        viewer,
+    );
+    assert_eq!(refused_bundle.status, 409, "{refused_bundle:?}");
+}
+
+/// NIST's published OSCAL schema `name` (draft-07), vendored in tests/schemas/oscal/.
+fn nist_validator(name: &str) -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas/oscal")
+        .join(name);
+    let text = std::fs::read_to_string(&path).expect("the vendored schema");
+    let schema: Value = serde_json::from_str(&text).expect("schema JSON");
+    jsonschema::draft7::new(&schema).expect("the schema compiles")
 }
 
 fn enc(text: &str) -> String {

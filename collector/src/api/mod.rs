@@ -2,11 +2,16 @@
 //! views and transitions as the pages (`crate::views`), the same roles, authenticated by API
 //! tokens (`Authorization: Bearer eva_…`) and never by cookies, so it has no CSRF surface.
 //!
+//! Exports of a period (`exports`) and signed checkpoints with their proofs (`checkpoints`) are
+//! served here too, in the formats the CLI writes, and every export is audited.
+//!
 //! `docs/openapi.json` describes it and is served at `/api/v1/openapi.json`;
 //! `tests/tests/api.rs` checks that `ROUTES` and that document name the same operations and
 //! that every answer matches its schema.
 
 mod auth;
+mod checkpoints;
+mod exports;
 
 use axum::Json;
 use axum::Router;
@@ -101,6 +106,51 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         path: "/enrolment-tokens",
         handler: || post(create_enrolment_token),
+    },
+    Route {
+        method: "GET",
+        path: "/exports/csv",
+        handler: || get(exports::csv),
+    },
+    Route {
+        method: "GET",
+        path: "/exports/report",
+        handler: || get(exports::report),
+    },
+    Route {
+        method: "GET",
+        path: "/exports/oscal/assessment-results",
+        handler: || get(exports::assessment_results),
+    },
+    Route {
+        method: "GET",
+        path: "/exports/oscal/poam",
+        handler: || get(exports::poam),
+    },
+    Route {
+        method: "GET",
+        path: "/exports/bundle",
+        handler: || get(exports::bundle),
+    },
+    Route {
+        method: "GET",
+        path: "/checkpoints",
+        handler: || get(checkpoints::list),
+    },
+    Route {
+        method: "GET",
+        path: "/checkpoints/latest",
+        handler: || get(checkpoints::latest),
+    },
+    Route {
+        method: "GET",
+        path: "/checkpoints/consistency",
+        handler: || get(checkpoints::consistency),
+    },
+    Route {
+        method: "GET",
+        path: "/evidence/{agent_id}/{sequence}/inclusion",
+        handler: || get(checkpoints::inclusion),
     },
 ];
 

@@ -28,6 +28,15 @@ pub struct Exported {
     pub bytes: u64,
 }
 
+/// No evidence arrived in the period: a typed error, so the API can answer it as "nothing
+/// there" rather than as a failure of the collector.
+#[derive(Debug, thiserror::Error)]
+#[error("no evidence arrived between {from} and {to}: nothing to bundle")]
+pub struct NothingToBundle {
+    pub from: String,
+    pub to: String,
+}
+
 /// Writes the evidence that arrived between `from_ms` and `to_ms` (inclusive) to `out`.
 /// Anchors it to the latest checkpoint, signing a new one when that does not cover the period
 /// yet; refuses when the stored evidence no longer matches a signed checkpoint.
@@ -79,11 +88,11 @@ fn build(
     }
     let rows = store.evidence_received_between(from_ms, to_ms)?;
     let Some(newest) = rows.iter().map(|r| r.evidence_id).max() else {
-        bail!(
-            "no evidence arrived between {} and {}: nothing to bundle",
-            format_unix_ms(from_ms),
-            format_unix_ms(to_ms)
-        );
+        return Err(NothingToBundle {
+            from: format_unix_ms(from_ms),
+            to: format_unix_ms(to_ms),
+        }
+        .into());
     };
     let (anchor, signed_checkpoint) = match transparency::create_checkpoint(store, ca, now_ms)? {
         Created::New(c) => (c, true),

@@ -30,7 +30,7 @@ impl Period {
     pub fn new(from_ms: i64, to_ms: i64) -> Result<Period, ExportError> {
         if to_ms <= from_ms {
             return Err(ExportError::Period(format!(
-                "--to {} is not after --from {}: give an end after the start",
+                "the end {} is not after the start {}: give an end after the start",
                 format_unix_ms(to_ms),
                 format_unix_ms(from_ms)
             )));
@@ -38,24 +38,21 @@ impl Period {
         Ok(Period { from_ms, to_ms })
     }
 
-    /// A period as people write it: `2026-10-01` (a bare end date covers that whole day) or RFC
-    /// 3339 times. The CLI, the web page and the API read periods through here.
+    /// The period people write: `from` a date (from the start of that UTC day) or RFC 3339,
+    /// `to` a date (to the end of that whole day) or RFC 3339 (exclusive). The CLI and the
+    /// API read periods the same way, so one text means one period wherever it is given.
     pub fn parse(from: &str, to: &str) -> Result<Period, ExportError> {
-        use crate::cli::{DayEdge, parse_moment};
-        let from_ms = parse_moment(from, DayEdge::Start)
-            .map_err(|e| ExportError::Period(format!("the start: {e}")))?;
-        let to_ms = parse_moment(to, DayEdge::End)
-            .map_err(|e| ExportError::Period(format!("the end: {e}")))?;
-        let bare_date = !to.trim().contains(['T', 't']);
+        let from_ms = crate::cli::parse_moment(from, crate::cli::DayEdge::Start)
+            .map_err(|e| ExportError::Period(format!("from: {e:#}")))?;
+        let to_ms = crate::cli::parse_moment(to, crate::cli::DayEdge::End)
+            .map_err(|e| ExportError::Period(format!("to: {e:#}")))?;
         // A bare date means the whole day: up to and including its last millisecond.
-        Period::new(
-            from_ms,
-            if bare_date {
-                to_ms.saturating_add(1)
-            } else {
-                to_ms
-            },
-        )
+        let to_ms = if is_date(to) {
+            to_ms.saturating_add(1)
+        } else {
+            to_ms
+        };
+        Period::new(from_ms, to_ms)
     }
 
     /// The moment the period is judged at: its last millisecond, or `now_ms` for a period that
@@ -63,6 +60,11 @@ impl Period {
     pub fn judged_at(&self, now_ms: i64) -> i64 {
         (self.to_ms - 1).min(now_ms).max(self.from_ms)
     }
+}
+
+/// A bare date rather than a time: RFC 3339 times always carry a `T` (or `t`).
+fn is_date(text: &str) -> bool {
+    !text.trim().contains(['T', 't'])
 }
 
 /// What an export states about where it came from, besides the store.

@@ -9,6 +9,7 @@
 pub mod actions;
 pub mod enrolment;
 pub mod evidence;
+pub mod exports;
 pub mod host;
 
 use std::collections::HashMap;

@@ -14,8 +14,8 @@ use super::session::{Layout, Signed};
 use super::{AppState, AsOf, WebError};
 use crate::export::{self, ExportContext, ExportError, Period, csv::CsvKind};
 use crate::model::{format_unix_ms, now_unix_ms};
-use crate::store::AuditEntry;
 use crate::transparency;
+use crate::views::actions::Origin;
 
 /// Checkpoints listed on the page.
 const CHECKPOINTS_SHOWN: usize = 20;
@@ -98,7 +98,7 @@ pub async fn download(
     let kind = query.kind.clone();
     let from = query.from.unwrap_or_default();
     let to = query.to.unwrap_or_default();
-    let period_text = format!("{from} to {to}");
+    let period_text = crate::views::exports::given_period_text(Some(&from), Some(&to));
     let (ca, who, address) = (
         state.ca().clone(),
         signed.who.clone(),
@@ -108,20 +108,21 @@ pub async fn download(
         .db(move |store| {
             let made = make(store, &ca, &kind, &from, &to);
             let detail = match &made {
-                Ok(d) => format!("{period_text}: {} ({} bytes)", d.file_name, d.bytes.len()),
-                Err(e) => format!("{period_text}: {e}"),
+                Ok(d) => format!("{} ({} bytes)", d.file_name, d.bytes.len()),
+                Err(e) => e.to_string(),
             };
-            store.append_audit(&AuditEntry {
-                at_ms: now_unix_ms(),
-                actor: &who.name,
-                role: Some(who.role.as_str()),
-                channel: "web",
-                action: &format!("export.{kind}"),
-                target: &period_text,
-                ok: made.is_ok(),
-                detail: &detail,
-                remote_addr: Some(&address),
-            })?;
+            crate::views::exports::audit_export(
+                store,
+                &who,
+                Origin {
+                    channel: "web",
+                    remote_addr: Some(&address),
+                },
+                &kind,
+                &period_text,
+                made.is_ok(),
+                &detail,
+            )?;
             Ok(made)
         })
         .await?;
@@ -177,7 +178,7 @@ fn make(
         ca_fingerprint: Some(ca.fingerprint()),
         generated_at_ms: now,
     };
-    let stem = format!("evident-{}-{from}-{to}", kind.replace('/', "-"));
+
     let mut bytes = Vec::new();
     let (content_type, extension) = match kind {
         "csv-evidence" | "csv-results" | "csv-actions" => {
@@ -221,7 +222,7 @@ fn make(
     };
     Ok(Download {
         content_type,
-        file_name: format!("{stem}.{extension}"),
+        file_name: crate::views::exports::file_name(kind, period, extension),
         bytes,
     })
 }
