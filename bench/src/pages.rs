@@ -123,7 +123,9 @@ pub async fn run(config: &PagesConfig, cycle: &[Observation]) -> anyhow::Result<
         });
     }
     drop(builder);
-    std::fs::remove_dir_all(&data_dir).ok();
+    // Kept for a look with sqlite3 when the caller chose the place; a temporary directory
+    // goes with the run.
+    println!("pages: the largest database stays in {}", data_dir.display());
     Ok(out)
 }
 
@@ -418,6 +420,10 @@ async fn measure(
     requests: usize,
     end_ms: i64,
 ) -> anyhow::Result<Vec<(String, Duration, Duration)>> {
+    // The previous size's `serve` left its addresses behind: wait for this one's.
+    for stale in ["grpc.addr", "web.addr"] {
+        let _ = std::fs::remove_file(data_dir.join(stale));
+    }
     let collector = CollectorProcess::start(data_dir, &[])?;
     let mut client = WebClient::connect(data_dir).await?;
     client.sign_in().await?;
