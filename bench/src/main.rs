@@ -5,6 +5,7 @@ mod baseline;
 mod collector;
 mod fleet;
 mod measure;
+mod pages;
 mod payload;
 mod suite;
 
@@ -70,7 +71,45 @@ enum Command {
         /// Seconds each ingest run sends.
         #[arg(long, default_value_t = 20)]
         ingest_secs: u64,
+        #[command(flatten)]
+        pages: PagesArgs,
     },
+    /// Only the web-page figure: build a collector database and time its pages.
+    Pages {
+        #[command(flatten)]
+        pages: PagesArgs,
+    },
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct PagesArgs {
+    /// Fleet sizes for the web-page figure (comma-separated, ascending; 0 skips it). Try
+    /// `--pages-hosts 200 --pages-items-per-host 100` for a run of seconds.
+    #[arg(long, default_value = "1000,5000,10000", value_delimiter = ',')]
+    pages_hosts: Vec<usize>,
+    /// Evidence items per host (one 4-item cycle per simulated hour): 1,000 makes 10 million
+    /// at 10,000 hosts.
+    #[arg(long, default_value_t = 1000)]
+    pages_items_per_host: usize,
+    /// Where the web-page figure's database goes (about 1.1 KB per item: 11 GB at 10 million;
+    /// a tmpfs such as /dev/shm when the disk is short); a temporary directory when not given.
+    #[arg(long)]
+    pages_dir: Option<PathBuf>,
+    /// Timed requests per page.
+    #[arg(long, default_value_t = 30)]
+    pages_requests: usize,
+}
+
+impl PagesArgs {
+    fn config(self, work: &std::path::Path) -> Option<pages::PagesConfig> {
+        let hosts: Vec<usize> = self.pages_hosts.into_iter().filter(|h| *h > 0).collect();
+        (!hosts.is_empty()).then(|| pages::PagesConfig {
+            dir: self.pages_dir.unwrap_or_else(|| work.to_owned()),
+            hosts,
+            items_per_host: self.pages_items_per_host,
+            requests: self.pages_requests.max(1),
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -142,15 +181,29 @@ async fn run(command: Command, command_line: String) -> anyhow::Result<()> {
             ingest_agents,
             idle_agents,
             ingest_secs,
+            pages,
         } => {
             suite::run(suite::SuiteConfig {
                 out,
                 ingest_agents,
                 idle_agents,
                 ingest_secs,
+                pages,
                 command: command_line,
             })
             .await
+        }
+        Command::Pages { pages } => {
+            let work = tempfile::tempdir()?;
+            let Some(config) = pages.config(work.path()) else {
+                return Ok(());
+            };
+            let cycle = payload::typical_cycle().await?;
+            let started = std::time::Instant::now();
+            let figures = pages::run(&config, &cycle).await?;
+            println!("{}", suite::pages_table(&figures));
+            println!("took {:.0} s in all", started.elapsed().as_secs_f64());
+            Ok(())
         }
     }
 }

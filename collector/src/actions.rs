@@ -400,5 +400,18 @@ pub fn list(store: &Store, as_of_ms: i64) -> Result<Vec<ActionView>, StoreError>
         .collect())
 }
 
+/// One agent's actions as of `as_of_ms` (the same as `list` filtered to the agent).
+pub fn list_for(
+    store: &Store,
+    agent_id: &str,
+    as_of_ms: i64,
+) -> Result<Vec<ActionView>, StoreError> {
+    Ok(store
+        .agent_actions_with_events(agent_id, as_of_ms)?
+        .into_iter()
+        .filter_map(|(action, events)| ActionView::at(action, events, as_of_ms))
+        .collect())
+}
+
 #[cfg(test)]
 mod tests;

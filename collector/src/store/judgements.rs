@@ -350,6 +350,25 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Results recorded under `policy_version` between two moments, oldest first: the
+    /// overview's trend, read through `rule_results_by_version_time` rather than a scan of
+    /// every version's results.
+    pub fn version_results_between(
+        &self,
+        policy_version: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<ResultRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence
+             FROM rule_results WHERE policy_version = ?1 AND at_ms BETWEEN ?2 AND ?3
+             ORDER BY at_ms, id",
+        )?;
+        let rows = stmt.query_map(params![policy_version, from_ms, to_ms], result_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Runs `drive` in one IMMEDIATE transaction and commits what it recorded.
     pub fn with_actions<T>(
         &self,
@@ -409,6 +428,36 @@ impl Store {
             })
             .filter(|(_, e)| !e.is_empty())
             .collect())
+    }
+
+    /// One agent's actions with their events up to `as_of_ms`, by id: the host page's, read
+    /// through the agent's entries of `actions` (UNIQUE (agent_id, rule_id)) and
+    /// `action_events_by_action`, not the whole fleet's actions.
+    pub fn agent_actions_with_events(
+        &self,
+        agent_id: &str,
+        as_of_ms: i64,
+    ) -> Result<Vec<(ActionRow, Vec<EventRow>)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{ACTION_COLUMNS} WHERE x.agent_id = ?1 AND x.opened_at_ms <= ?2 ORDER BY x.id"
+        ))?;
+        let actions = stmt
+            .query_map(params![agent_id, as_of_ms], action_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut events_stmt = conn.prepare_cached(&format!(
+            "{EVENT_COLUMNS} WHERE action_id = ?1 AND at_ms <= ?2 ORDER BY id"
+        ))?;
+        let mut out = Vec::with_capacity(actions.len());
+        for action in actions {
+            let events = events_stmt
+                .query_map(params![action.id, as_of_ms], event_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            if !events.is_empty() {
+                out.push((action, events));
+            }
+        }
+        Ok(out)
     }
 
     /// Appends the event `build` makes from the action's current state (its newest event),

@@ -326,13 +326,28 @@ impl Store {
     }
 
     /// When each agent's newest batch arrived by `as_of_ms` (agents without one are absent).
+    ///
+    /// One seek per agent into `batches_by_agent (agent_id, received_at_ms)`: a GROUP BY over
+    /// `batches` read every batch the fleet ever sent (2.5 million index entries at 10,000
+    /// hosts and 10 million items, about 0.5 s); this reads one entry per agent.
     pub fn last_contacts(&self, as_of_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT agent_id, max(received_at_ms) FROM batches WHERE received_at_ms <= ?1 GROUP BY agent_id",
+            "SELECT a.agent_id,
+                    (SELECT max(b.received_at_ms) FROM batches b
+                     WHERE b.agent_id = a.agent_id AND b.received_at_ms <= ?1)
+             FROM agents a",
         )?;
-        let rows = stmt.query_map([as_of_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let rows = stmt.query_map([as_of_ms], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            if let (agent, Some(at)) = row? {
+                out.push((agent, at));
+            }
+        }
+        Ok(out)
     }
 
     /// One agent as `agent list` shows it.

@@ -311,10 +311,9 @@ pub fn trend(
             apply(&mut current, &mut counts, row.agent_id, row.rule_id, o);
         }
     }
-    let changes = store.results_between(None, start + 1, as_of_ms)?;
-    let mut changes = changes
+    let mut changes = store
+        .version_results_between(version, start + 1, as_of_ms)?
         .into_iter()
-        .filter(|r| r.policy_version == version)
         .peekable();
     for end in &ends {
         while let Some(row) = changes.next_if(|r| r.at_ms <= *end) {
