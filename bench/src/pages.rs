@@ -125,7 +125,10 @@ pub async fn run(config: &PagesConfig, cycle: &[Observation]) -> anyhow::Result<
     drop(builder);
     // Kept for a look with sqlite3 when the caller chose the place; a temporary directory
     // goes with the run.
-    println!("pages: the largest database stays in {}", data_dir.display());
+    println!(
+        "pages: the largest database stays in {}",
+        data_dir.display()
+    );
     Ok(out)
 }
 
@@ -331,10 +334,10 @@ impl Builder {
                     }
                 }
                 let next = at_ms + HOUR_MS;
-                if next % DAY_MS == 0 || c + 1 == timeline.cycles {
-                    if tx.send(Ok(Work::Evaluate(next))).is_err() {
-                        return;
-                    }
+                if (next % DAY_MS == 0 || c + 1 == timeline.cycles)
+                    && tx.send(Ok(Work::Evaluate(next))).is_err()
+                {
+                    return;
                 }
             }
         });
