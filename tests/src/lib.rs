@@ -446,3 +446,31 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A recorded Debian 12 host with 20 security updates pending (and 80 updates in all).
+pub fn debian_replay() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/checks/patch/testdata/replay-debian12")
+}
+
+/// A policy under which `debian_replay()` opens a corrective action within seconds: security
+/// updates may stay pending 2 s; every host reports within an hour.
+pub const LATE_UPDATES_POLICY: &str = r#"name = "late updates policy"
+
+[[rule]]
+id = "security-updates"
+title = "Security updates are installed within 2 seconds"
+severity = "high"
+check = "patch"
+condition = "security_updates_pending"
+max_pending_age = "2s"
+controls = ["iso27001-2022:A.8.8", "cis-controls-v8:7.3"]
+
+[[rule]]
+id = "agent-reporting"
+title = "Every endpoint reports within an hour"
+severity = "medium"
+check = "inventory"
+condition = "agent_reporting"
+max_silence = "1h"
+controls = ["iso27001-2022:A.5.9", "iso27001-2022:A.8.16"]
+"#;

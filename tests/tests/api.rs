@@ -5,38 +5,19 @@
 //! admin creates over the API enrols a real agent.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use evident_collector::api::{OPENAPI, ROUTES};
-use evident_tests::{Agent, Collector, binary, run, wait_for_some};
+use evident_tests::{
+    Agent, Collector, LATE_UPDATES_POLICY, binary, debian_replay, run, wait_for_some,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
-
-const POLICY: &str = r#"name = "api policy"
-
-[[rule]]
-id = "security-updates"
-title = "Security updates are installed within 2 seconds"
-severity = "high"
-check = "patch"
-condition = "security_updates_pending"
-max_pending_age = "2s"
-controls = ["iso27001-2022:A.8.8"]
-
-[[rule]]
-id = "agent-reporting"
-title = "Every endpoint reports within an hour"
-severity = "medium"
-check = "inventory"
-condition = "agent_reporting"
-max_silence = "1h"
-controls = ["iso27001-2022:A.5.9"]
-"#;
 
 fn openapi() -> Value {
     serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON")
@@ -419,10 +400,6 @@ fn start(dir: &Path, extra: &[&str]) -> Collector {
     Collector::start_with(&dir.join("collector"), "127.0.0.1:0", &args)
 }
 
-fn debian_replay() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/checks/patch/testdata/replay-debian12")
-}
-
 /// The audit entries of `action`, oldest first, as (actor, channel, outcome, detail).
 fn audited(api: &Api, token: &str, action: &str) -> Vec<(String, String, String, String)> {
     let log = api.get("/audit-log", "/audit-log", token);
@@ -449,7 +426,7 @@ fn audited(api: &Api, token: &str, action: &str) -> Vec<(String, String, String,
 fn every_answer_matches_the_document_and_steps_are_taken_by_role_and_audited() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy = dir.path().join("policy.toml");
-    std::fs::write(&policy, POLICY).expect("policy");
+    std::fs::write(&policy, LATE_UPDATES_POLICY).expect("policy");
     let before = jiff::Timestamp::now().to_string();
     let collector = start(
         dir.path(),

@@ -4,39 +4,16 @@
 //! failing control, the trail and the reason (and shows a hostile hostname as text), and the
 //! OSCAL documents validate against NIST's published schemas (`tests/schemas/oscal/`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use evident_tests::{Agent, Collector, ITEMS_PER_CYCLE, Run, wait_for_some};
+use evident_tests::{
+    Agent, Collector, ITEMS_PER_CYCLE, LATE_UPDATES_POLICY, Run, debian_replay, wait_for_some,
+};
 use serde_json::Value;
-
-const POLICY: &str = r#"name = "export policy"
-
-[[rule]]
-id = "security-updates"
-title = "Security updates are installed within 2 seconds"
-severity = "high"
-check = "patch"
-condition = "security_updates_pending"
-max_pending_age = "2s"
-controls = ["iso27001-2022:A.8.8", "cis-controls-v8:7.3"]
-
-[[rule]]
-id = "agent-reporting"
-title = "Every endpoint reports within an hour"
-severity = "medium"
-check = "inventory"
-condition = "agent_reporting"
-max_silence = "1h"
-controls = ["iso27001-2022:A.8.16"]
-"#;
 
 /// What a hostile agent may claim as its hostname at enrolment.
 const HOSTILE: &str = "<script>alert('pwned')</script>";
 const ACK_REASON: &str = "patch window tonight";
-
-fn debian_replay() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/checks/patch/testdata/replay-debian12")
-}
 
 fn csv_rows(text: &str) -> Vec<csv::StringRecord> {
     csv::Reader::from_reader(text.as_bytes())
@@ -69,7 +46,7 @@ fn json_of(run: Run, what: &str) -> Value {
 fn exports_of_a_period_show_the_deviation_its_trail_and_validate_as_oscal() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy_file = dir.path().join("policy.toml");
-    std::fs::write(&policy_file, POLICY).expect("policy");
+    std::fs::write(&policy_file, LATE_UPDATES_POLICY).expect("policy");
     let from = jiff::Timestamp::now().to_string();
     let collector = Collector::start_with(
         &dir.path().join("collector"),

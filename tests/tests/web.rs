@@ -6,45 +6,20 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use evident_tests::browser::Browser;
-use evident_tests::{Agent, Collector, binary, wait_for_some};
+use evident_tests::{Agent, Collector, LATE_UPDATES_POLICY, binary, debian_replay, wait_for_some};
 use serde_json::Value;
-
-const POLICY: &str = r#"name = "web test policy"
-
-[[rule]]
-id = "security-updates"
-title = "Security updates are installed within 2 seconds"
-severity = "high"
-check = "patch"
-condition = "security_updates_pending"
-max_pending_age = "2s"
-controls = ["iso27001-2022:A.8.8", "cis-controls-v8:7.3"]
-
-[[rule]]
-id = "agent-reporting"
-title = "Every endpoint reports within an hour"
-severity = "medium"
-check = "inventory"
-condition = "agent_reporting"
-max_silence = "1h"
-controls = ["iso27001-2022:A.5.9", "iso27001-2022:A.8.16"]
-"#;
 
 /// A host name an attacker who controls a machine could give it.
 const EVIL_HOSTNAME: &str = "<img src=x onerror=alert(1)><b>evil</b>";
 const ALICE_PASSWORD: &str = "alice's long password";
 const VICTOR_PASSWORD: &str = "victor's long password";
 const ADA_PASSWORD: &str = "ada's very long password";
-
-fn debian_replay() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src/checks/patch/testdata/replay-debian12")
-}
 
 fn add_user(collector: &Collector, dir: &Path, name: &str, role: &str, password: &str) {
     let file = dir.join(format!("{name}.password"));
@@ -216,7 +191,7 @@ fn actions(collector: &Collector) -> Vec<Value> {
 fn reviewers_work_in_the_browser_and_cannot_be_tricked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let policy_file = dir.path().join("policy.toml");
-    std::fs::write(&policy_file, POLICY).expect("policy");
+    std::fs::write(&policy_file, LATE_UPDATES_POLICY).expect("policy");
     let collector = Collector::start_with(
         &dir.path().join("collector"),
         "127.0.0.1:0",
