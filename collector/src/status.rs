@@ -137,9 +137,34 @@ pub fn verdicts(hosts: &[HostJudgements]) -> Vec<HostVerdicts<'_>> {
         .collect()
 }
 
+/// What a report carries for each failing host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every finding with its offending items and evidence.
+    Findings,
+    /// Counts only: the findings lists stay empty (a fleet overview need not copy every
+    /// failing host's package list once per control).
+    Counts,
+}
+
 pub fn report(in_force: &PolicyInForce, hosts: &[HostVerdicts<'_>], as_of_ms: i64) -> StatusReport {
+    report_with(in_force, hosts, as_of_ms, Detail::Findings)
+}
+
+pub fn report_with(
+    in_force: &PolicyInForce,
+    hosts: &[HostVerdicts<'_>],
+    as_of_ms: i64,
+    detail: Detail,
+) -> StatusReport {
     let policy = &in_force.policy;
     let catalogue = Catalogue::builtin().ok();
+    // Each rule once, however many controls it evidences.
+    let by_rule: BTreeMap<&str, RuleStatus> = policy
+        .rules
+        .iter()
+        .map(|rule| (rule.id.as_str(), rule_status(rule, hosts, detail)))
+        .collect();
     let controls = policy
         .controls()
         .into_iter()
@@ -152,7 +177,7 @@ pub fn report(in_force: &PolicyInForce, hosts: &[HostVerdicts<'_>], as_of_ms: i6
                 .rules
                 .iter()
                 .filter(|r| r.controls.contains(&control))
-                .map(|rule| rule_status(rule, hosts))
+                .filter_map(|rule| by_rule.get(rule.id.as_str()).cloned())
                 .collect();
             let mut in_scope = BTreeSet::new();
             let mut failing = BTreeSet::new();
@@ -191,7 +216,11 @@ pub fn report(in_force: &PolicyInForce, hosts: &[HostVerdicts<'_>], as_of_ms: i6
     }
 }
 
-fn rule_status(rule: &crate::policy::Rule, hosts: &[HostVerdicts<'_>]) -> RuleStatus {
+fn rule_status(
+    rule: &crate::policy::Rule,
+    hosts: &[HostVerdicts<'_>],
+    detail: Detail,
+) -> RuleStatus {
     let mut findings = Vec::new();
     let mut outcomes = Vec::new();
     let mut in_scope = 0;
@@ -204,6 +233,7 @@ fn rule_status(rule: &crate::policy::Rule, hosts: &[HostVerdicts<'_>]) -> RuleSt
         match j.outcome {
             RuleOutcome::NotApplicable => continue,
             RuleOutcome::Pass => passing += 1,
+            RuleOutcome::Fail | RuleOutcome::NoEvidence if detail == Detail::Counts => {}
             RuleOutcome::Fail | RuleOutcome::NoEvidence => findings.push(Finding {
                 agent_id: h.agent_id.to_owned(),
                 hostname: h.hostname.to_owned(),

@@ -208,7 +208,9 @@ async fn status(
     Moment(as_of): Moment,
 ) -> Result<Json<Status>, ApiError> {
     let at = as_of.ms;
-    let fleet = state.db(move |store| Ok(views::fleet(store, at)?)).await?;
+    let fleet = state
+        .db(move |store| Ok(views::fleet(store, at, views::Detail::Findings)?))
+        .await?;
     let mut counts = HostCounts {
         total: fleet.hosts.len(),
         ..HostCounts::default()
@@ -236,7 +238,9 @@ async fn control(
 ) -> Result<Json<ControlStatus>, ApiError> {
     let at = as_of.ms;
     let reference = format!("{framework}:{control}");
-    let fleet = state.db(move |store| Ok(views::fleet(store, at)?)).await?;
+    let fleet = state
+        .db(move |store| Ok(views::fleet(store, at, views::Detail::Findings)?))
+        .await?;
     fleet
         .status
         .controls
@@ -260,7 +264,7 @@ async fn hosts(
     let at = as_of.ms;
     let page = state
         .db(move |store| {
-            let fleet = views::fleet(store, at)?;
+            let fleet = views::fleet(store, at, views::Detail::Counts)?;
             Ok(views::host_page(store, &fleet, &filter, at)?)
         })
         .await?;

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::model::{CheckKind, format_unix_ms};
 use crate::policy::Condition;
 use crate::policy::judge::{Judgement, RuleOutcome};
+pub use crate::status::Detail;
 use crate::status::{self, HostVerdicts, PolicyInForce, StatusError, StatusReport};
 use crate::store::Store;
 
@@ -52,8 +53,9 @@ pub struct Fleet {
     pub stale_after_ms: i64,
 }
 
-/// Control status and host summaries as recorded by `as_of_ms`.
-pub fn fleet(store: &Store, as_of_ms: i64) -> Result<Fleet, StatusError> {
+/// Control status and host summaries as recorded by `as_of_ms`; `detail` says whether the
+/// report lists each failing host per rule (a control's page) or only counts (the overview).
+pub fn fleet(store: &Store, as_of_ms: i64, detail: Detail) -> Result<Fleet, StatusError> {
     let in_force = status::policy_in_force(store, as_of_ms)?;
     let rows = store.hosts_as_of(as_of_ms)?;
     let mut judged: HashMap<String, Vec<(String, Judgement)>> = HashMap::new();
@@ -95,7 +97,7 @@ pub fn fleet(store: &Store, as_of_ms: i64) -> Result<Fleet, StatusError> {
             judgements: judged.get(&row.agent_id).unwrap_or(&empty),
         })
         .collect();
-    let report = status::report(&in_force, &verdicts, as_of_ms);
+    let report = status::report_with(&in_force, &verdicts, as_of_ms, detail);
     let contacts: HashMap<String, i64> = store.last_contacts(as_of_ms)?.into_iter().collect();
     let stale_after_ms = stale_after(&in_force);
     let hosts = rows

@@ -60,7 +60,7 @@ pub async fn overview(
     let at = as_of.ms;
     let (fleet, trend, actions) = state
         .db(move |store| {
-            let fleet = views::fleet(store, at)?;
+            let fleet = views::fleet(store, at, views::Detail::Counts)?;
             let in_force = crate::status::policy_in_force(store, at)?;
             let trend = views::trend(store, &in_force, at, views::TREND_DAYS)?;
             let actions = crate::actions::list(store, at)?;
@@ -147,7 +147,9 @@ pub async fn control(
 ) -> Result<Html<String>, WebError> {
     let at = as_of.ms;
     let reference = format!("{framework}:{control}");
-    let fleet = state.db(move |store| Ok(views::fleet(store, at)?)).await?;
+    let fleet = state
+        .db(move |store| Ok(views::fleet(store, at, views::Detail::Findings)?))
+        .await?;
     let Some(found) = fleet
         .status
         .controls
@@ -208,7 +210,7 @@ pub async fn hosts(
     let wanted = filter.clone();
     let page = state
         .db(move |store| {
-            let fleet = views::fleet(store, at)?;
+            let fleet = views::fleet(store, at, views::Detail::Counts)?;
             Ok(views::host_page(store, &fleet, &wanted, at)?)
         })
         .await?;
