@@ -2,7 +2,7 @@
 //! bundle, the same bytes `evident-collector export` and `bundle export` write. Every attempt,
 //! made or refused, is one row of the audit log (`views::exports::audit_export`).
 
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 
 use axum::body::{Body as HttpBody, Bytes};
 use axum::extract::State;
@@ -15,7 +15,7 @@ use tracing::warn;
 
 use super::ApiError;
 use super::auth::{Caller, Params};
-use crate::bundle::export::{NothingToBundle, export_bundle};
+use crate::bundle::export::{NothingToBundle, export_bundle_bytes};
 use crate::export::{self, ExportContext, ExportError, Period, csv::CsvKind};
 use crate::model::now_unix_ms;
 use crate::store::{Store, StoreError};
@@ -350,9 +350,12 @@ pub(super) async fn bundle(
     let ca = state.ca().clone();
     let made = state
         .db(move |store| {
-            let made = write_bundle(store, &ca, period);
+            // A bundle's period includes its end; the API's `to` is exclusive, as for every
+            // export.
+            let made =
+                export_bundle_bytes(store, &ca, period.from_ms, period.to_ms - 1, now_unix_ms());
             let detail = match &made {
-                Ok((_, _, exported)) => format!(
+                Ok((exported, _)) => format!(
                     "{} item(s) of {} agent(s), proven in checkpoint {} ({} rows), {} bytes",
                     exported.items,
                     exported.agents,
@@ -366,7 +369,7 @@ pub(super) async fn bundle(
             Ok(made)
         })
         .await?;
-    let (dir, file, _) = made.map_err(|e| {
+    let (_, tar) = made.map_err(|e| {
         if e.downcast_ref::<NothingToBundle>().is_some() {
             ApiError::NotFound(format!(
                 "{e}: pick a period in which agents reported (GET /api/v1/hosts shows their last contact)"
@@ -377,52 +380,7 @@ pub(super) async fn bundle(
             ApiError::Internal(format!("export a bundle: {e:#}"))
         }
     })?;
-    // Sent from the file a chunk at a time; the temporary directory goes when it is sent.
-    let body = streamed(&state, move |_, sink| {
-        let _dir = dir;
-        if let Err(e) = copy(file, sink) {
-            warn!(error = %e, "bundle download ended early");
-        }
-    });
-    Ok(download("application/x-tar", &name, body))
-}
-
-/// Writes the bundle of `period` into a new temporary directory and opens it for sending.
-fn write_bundle(
-    store: &Store,
-    ca: &crate::ca::CertificateAuthority,
-    period: Period,
-) -> anyhow::Result<(
-    tempfile::TempDir,
-    std::fs::File,
-    crate::bundle::export::Exported,
-)> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("bundle.tar");
-    // A bundle's period includes its end; the API's `to` is exclusive, as for every export.
-    let exported = export_bundle(
-        store,
-        ca,
-        period.from_ms,
-        period.to_ms - 1,
-        &path,
-        now_unix_ms(),
-    )?;
-    let file = std::fs::File::open(&path)?;
-    Ok((dir, file, exported))
-}
-
-fn copy(mut file: std::fs::File, mut sink: ChannelWriter) -> std::io::Result<()> {
-    let mut buffer = vec![0u8; CHUNK];
-    loop {
-        let read = match file.read(&mut buffer) {
-            Ok(0) => return Ok(()),
-            Ok(read) => read,
-            Err(e) => {
-                sink.fail(format!("read the bundle: {e}"));
-                return Err(e);
-            }
-        };
-        sink.write_all(&buffer[..read])?;
-    }
+    // The bundle's files are gathered in memory anyway; the web page sends its downloads the
+    // same way.
+    Ok(download("application/x-tar", &name, HttpBody::from(tar)))
 }
