@@ -7,6 +7,7 @@ mod fleet;
 mod measure;
 mod pages;
 mod payload;
+mod storage;
 mod suite;
 
 use std::path::PathBuf;
@@ -74,6 +75,8 @@ enum Command {
         #[command(flatten)]
         pages: PagesArgs,
     },
+    /// Only the stored-bytes figure: append hourly cycles through the store and measure.
+    Storage,
     /// Only the web-page figure: build a collector database and time its pages.
     Pages {
         #[command(flatten)]
@@ -192,6 +195,14 @@ async fn run(command: Command, command_line: String) -> anyhow::Result<()> {
                 command: command_line,
             })
             .await
+        }
+        Command::Storage => {
+            let work = tempfile::tempdir()?;
+            let cycle = payload::typical_cycle().await?;
+            let heavy = payload::heavy_patch().await?;
+            let figures = storage::measure(work.path(), &cycle, &heavy)?;
+            println!("{}", suite::storage_table(&figures));
+            Ok(())
         }
         Command::Pages { pages } => {
             let work = tempfile::tempdir()?;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::chain;
 use crate::convert;
 use crate::signature;
-use crate::store::{Store, StoreError, StoredEvidence};
+use crate::store::{Store, StoreError, StoredBatch, StoredEvidence};
 
 /// The first thing found wrong for one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +55,10 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     // Pass 1: every batch's signature, with the certificate it was received under.
     store.for_each_batch(|batch| {
         report.batches += 1;
+        if batch.unreadable.is_some() {
+            // Named with each of its items in pass 2, where their sequences are known.
+            return Ok(());
+        }
         let first_sequence = first_sequence(&batch.items);
         match signature::agent_id_of(&batch.certificate_der) {
             Ok(named) if named == batch.agent_id => {}
@@ -108,6 +112,18 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
         }
         if cached.as_ref().map(|(id, _)| *id) != Some(row.batch_id) {
             let items = match batches.batch(row.batch_id)? {
+                Some(StoredBatch {
+                    id,
+                    unreadable: Some(why),
+                    ..
+                }) => {
+                    note(
+                        agent,
+                        seq,
+                        format!("batch {id} cannot be read back ({why}): it was changed after it was stored"),
+                    );
+                    Vec::new()
+                }
                 Some(batch) if batch.agent_id == row.agent_id => {
                     convert::split_item_list(&batch.items).unwrap_or_default()
                 }

@@ -4,6 +4,7 @@
 //! The binaries are found next to the test executable's directory (`target/<profile>/`); build
 //! them first with `cargo build --workspace --bins` (scripts/test does).
 
+pub mod attacker;
 pub mod browser;
 pub mod proxy;
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use evident_tests::{Agent, Collector, ITEMS_PER_CYCLE, binary, copy_dir, run};
+use evident_tests::{Agent, Collector, ITEMS_PER_CYCLE, attacker, binary, copy_dir, run};
 use rusqlite::{Connection, params};
 
 /// The chain hash as ARCHITECTURE.md documents it, written independently of the collector.
@@ -41,21 +41,13 @@ fn rewrite_hostname(conn: &Connection, agent_id: &str, sequence: i64, hostname: 
             |r| r.get(0),
         )
         .expect("row");
-    let mut items: Vec<u8> = conn
-        .query_row("SELECT items FROM batches WHERE id = ?1", [batch_id], |r| {
-            r.get(0)
-        })
-        .expect("batch");
+    let mut items = attacker::signed_items(conn, batch_id);
     let at = items
         .windows(hostname.len())
         .position(|w| w == hostname.as_bytes())
         .expect("hostname in the signed item");
     items[at] = if items[at] == b'X' { b'Y' } else { b'X' };
-    conn.execute(
-        "UPDATE batches SET items = ?1 WHERE id = ?2",
-        params![items, batch_id],
-    )
-    .expect("update batch");
+    attacker::replace_items(conn, batch_id, &items);
     batch_id
 }
 
@@ -81,11 +73,7 @@ fn rehash_from(conn: &Connection, agent_id: &str, from_sequence: i64) {
         .collect::<Result<_, _>>()
         .expect("rows");
     for (sequence, batch_id, index) in rows {
-        let items: Vec<u8> = conn
-            .query_row("SELECT items FROM batches WHERE id = ?1", [batch_id], |r| {
-                r.get(0)
-            })
-            .expect("batch");
+        let items = attacker::signed_items(conn, batch_id);
         let item = split_item_list(&items).remove(index as usize);
         let hash = chain_hash(&prev, agent_id, &item);
         conn.execute(
@@ -174,7 +162,36 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
         "the chain itself was made consistent: {out}"
     );
 
-    // 4. A row deleted from the middle: the next row's prev_hash no longer links up.
+    // 4. The stored (compressed) bytes themselves damaged, or pointed at another agent's
+    //    dictionary: they cannot be read back, and verify says which batch, never reading
+    //    them as other evidence.
+    for (name, damage) in [
+        (
+            "frame-damaged",
+            "UPDATE batches SET items = substr(items, 1, length(items) / 2) WHERE id = ?1",
+        ),
+        (
+            "dictionary-swapped",
+            "UPDATE batches SET items_dictionary = items_dictionary + 1000 WHERE id = ?1",
+        ),
+    ] {
+        let dir = copy(name);
+        let conn = open_as_attacker(&dir);
+        let batch_id: i64 = conn
+            .query_row(
+                "SELECT batch_id FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
+                params![agent_id, target],
+                |r| r.get(0),
+            )
+            .expect("row");
+        conn.execute_batch("PRAGMA foreign_keys = OFF;")
+            .expect("pragma");
+        conn.execute(damage, [batch_id]).expect("damage");
+        drop(conn);
+        expect_break(&dir, &format!("batch {batch_id} cannot be read back"));
+    }
+
+    // 5. A row deleted from the middle: the next row's prev_hash no longer links up.
     let dir = copy("row-deleted");
     let conn = open_as_attacker(&dir);
     conn.execute_batch("DROP TRIGGER evidence_no_delete;")

@@ -7,7 +7,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use evident_tests::{Agent, Collector, ITEMS_PER_CYCLE, Run, binary, copy_dir, run, wait_for_some};
+use evident_tests::{
+    Agent, Collector, ITEMS_PER_CYCLE, Run, attacker, binary, copy_dir, run, wait_for_some,
+};
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
@@ -119,22 +121,14 @@ fn rewrite_newest(data_dir: &Path, agent_id: &str) -> i64 {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .expect("row");
-    let blob: Vec<u8> = conn
-        .query_row("SELECT items FROM batches WHERE id = ?1", [batch_id], |r| {
-            r.get(0)
-        })
-        .expect("batch");
+    let blob = attacker::signed_items(&conn, batch_id);
     let mut items = split_item_list(&blob);
     let item = &mut items[index as usize];
     let last = item.len() - 1;
     item[last] ^= 0x01;
     let hash = chain_hash(&prev, agent_id, item);
     let blob = prost::Message::encode_to_vec(&RawItemList { items });
-    conn.execute(
-        "UPDATE batches SET items = ?1 WHERE id = ?2",
-        params![blob, batch_id],
-    )
-    .expect("update batch");
+    attacker::replace_items(&conn, batch_id, &blob);
     conn.execute(
         "UPDATE evidence SET hash = ?1 WHERE agent_id = ?2 AND sequence = ?3",
         params![hash, agent_id, sequence],

@@ -90,13 +90,13 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for (mut row, batch_id, item_index) in rows {
             if let Entry::Vacant(slot) = batches.entry(batch_id) {
-                let blob: Vec<u8> = conn
-                    .prepare_cached("SELECT items FROM batches WHERE id = ?1")?
-                    .query_row([batch_id], |r| r.get(0))?;
-                slot.insert(
+                let blob = super::batch_blobs::signed_items(&conn, batch_id)?
+                    .unwrap_or_else(|| Err("it is missing".into()))
+                    .map_err(|e| format!("batch {batch_id}: {e}"));
+                slot.insert(blob.and_then(|blob| {
                     crate::convert::split_item_list(&blob)
-                        .map_err(|e| format!("batch {batch_id} does not split into items: {e}")),
-                );
+                        .map_err(|e| format!("batch {batch_id} does not split into items: {e}"))
+                }));
             }
             row.bytes = match batches.get(&batch_id) {
                 Some(Ok(items)) => usize::try_from(item_index)

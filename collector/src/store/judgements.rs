@@ -613,11 +613,13 @@ fn item_row(
         i64,
     ),
 ) -> Result<ItemRow, StoreError> {
-    let batch: Vec<u8> = conn
-        .prepare_cached("SELECT items FROM batches WHERE id = ?1")?
-        .query_row([batch_id], |r| r.get(0))?;
-    let bytes = crate::convert::split_item_list(&batch)
-        .map_err(|e| format!("batch {batch_id} does not split into items: {e}"))
+    let bytes = super::batch_blobs::signed_items(conn, batch_id)?
+        .unwrap_or_else(|| Err("it is missing".into()))
+        .map_err(|e| format!("batch {batch_id}: {e}"))
+        .and_then(|batch| {
+            crate::convert::split_item_list(&batch)
+                .map_err(|e| format!("batch {batch_id} does not split into items: {e}"))
+        })
         .and_then(|mut items| {
             usize::try_from(item_index)
                 .ok()

@@ -15,6 +15,7 @@ use crate::ca::{CsrError, IssuedAgentCert};
 use crate::chain;
 use crate::model::{CheckKind, HostFacts};
 
+mod batch_blobs;
 mod checkpoints;
 pub use checkpoints::{CheckpointRow, LeafRow, NewCheckpoint, PeriodRow};
 mod exports;
@@ -33,6 +34,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0004_policy_and_actions.sql")),
     M::up(include_str!("migrations/0005_checkpoints.sql")),
     M::up(include_str!("migrations/0006_reviewers.sql")),
+    M::up(include_str!("migrations/0007_batch_compression.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +233,10 @@ pub struct StoredBatch {
     pub id: i64,
     pub agent_id: String,
     pub certificate_der: Vec<u8>,
+    /// The ItemList exactly as the agent signed it; empty when `unreadable`.
     pub items: Vec<u8>,
+    /// Why the stored bytes cannot be read back (the row or its dictionary was changed).
+    pub unreadable: Option<String>,
     pub signature: Vec<u8>,
     pub signature_algorithm: i32,
 }
@@ -574,7 +579,7 @@ impl Store {
         mut visit: impl FnMut(StoredEvidence, &BatchReader<'_>) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
         let conn = self.conn();
-        let reader = BatchReader { conn: &conn };
+        let reader = BatchReader::new(&conn);
         let mut stmt = conn.prepare(&format!(
             "SELECT {} FROM evidence e JOIN batches b ON b.id = e.batch_id
              WHERE (?1 IS NULL OR e.agent_id = ?1) ORDER BY e.agent_id, e.sequence",
@@ -590,7 +595,7 @@ impl Store {
     }
 
     pub fn batch(&self, id: i64) -> Result<Option<StoredBatch>, StoreError> {
-        BatchReader { conn: &self.conn() }.batch(id)
+        BatchReader::new(&self.conn()).batch(id)
     }
 
     /// Calls `visit` for every stored batch in the order they were received.
@@ -599,13 +604,14 @@ impl Store {
         mut visit: impl FnMut(StoredBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT b.id, b.agent_id, c.der, b.items, b.signature, b.signature_algorithm
-             FROM batches b JOIN certificates c ON c.id = b.certificate_id ORDER BY b.id",
-        )?;
+        let mut dictionaries = batch_blobs::Dictionaries::default();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches b JOIN certificates c ON c.id = b.certificate_id
+             ORDER BY b.id"
+        ))?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            visit(stored_batch(r)?)?;
+            visit(stored_batch(&conn, &mut dictionaries, r)?)?;
         }
         Ok(())
     }
@@ -668,10 +674,9 @@ fn append_in(
             last_stored,
         })?;
         if cached_batch.as_ref().map(|(id, _)| *id) != Some(batch_id) {
-            let bytes: Vec<u8> =
-                tx.query_row("SELECT items FROM batches WHERE id = ?1", [batch_id], |r| {
-                    r.get(0)
-                })?;
+            let bytes = batch_blobs::signed_items(tx, batch_id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("batch {batch_id} is missing")))?
+                .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: {e}")))?;
             let items = crate::convert::split_item_list(&bytes)
                 .map_err(|e| StoreError::Corrupt(format!("batch {batch_id}: {e}")))?;
             cached_batch = Some((batch_id, items));
@@ -706,20 +711,22 @@ fn append_in(
         expected = item.sequence + 1;
     }
     if !new_items.is_empty() {
-        tx.execute(
-            "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, signature,
-                                      signature_algorithm, agent_clock_skew_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                agent_id,
-                identity.certificate_id,
-                now_ms,
-                batch.items_bytes,
-                batch.signature,
-                batch.signature_algorithm,
-                batch.agent_clock_skew_ms
-            ],
-        )?;
+        let packed = batch_blobs::pack(tx, agent_id, &batch.items_bytes, now_ms)?;
+        tx.prepare_cached(
+            "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, items_dictionary,
+                                  signature, signature_algorithm, agent_clock_skew_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            agent_id,
+            identity.certificate_id,
+            now_ms,
+            packed.blob,
+            packed.dictionary_id,
+            batch.signature,
+            batch.signature_algorithm,
+            batch.agent_clock_skew_ms
+        ])?;
         let batch_id = tx.last_insert_rowid();
         let mut prev_hash = head.map_or(chain::GENESIS.to_vec(), |(_, hash)| hash);
         let mut insert = tx.prepare_cached(
@@ -777,29 +784,54 @@ pub(crate) fn enrol_for_test(store: &Store, dir: &Path, host: &HostFacts) -> Cer
 #[derive(Debug)]
 pub struct BatchReader<'a> {
     conn: &'a Connection,
+    dictionaries: std::cell::RefCell<batch_blobs::Dictionaries>,
 }
 
-impl BatchReader<'_> {
+impl<'a> BatchReader<'a> {
+    fn new(conn: &'a Connection) -> Self {
+        BatchReader {
+            conn,
+            dictionaries: Default::default(),
+        }
+    }
+
     pub fn batch(&self, id: i64) -> Result<Option<StoredBatch>, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT b.id, b.agent_id, c.der, b.items, b.signature, b.signature_algorithm
-                 FROM batches b JOIN certificates c ON c.id = b.certificate_id WHERE b.id = ?1",
-            )?
-            .query_row([id], stored_batch)
-            .optional()?)
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {BATCH_COLUMNS} FROM batches b JOIN certificates c ON c.id = b.certificate_id
+             WHERE b.id = ?1"
+        ))?;
+        let mut rows = stmt.query([id])?;
+        match rows.next()? {
+            Some(r) => Ok(Some(stored_batch(
+                self.conn,
+                &mut self.dictionaries.borrow_mut(),
+                r,
+            )?)),
+            None => Ok(None),
+        }
     }
 }
 
-fn stored_batch(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredBatch> {
+const BATCH_COLUMNS: &str = "b.id, b.agent_id, c.der, b.items, b.items_dictionary, b.signature,
+     b.signature_algorithm";
+
+fn stored_batch(
+    conn: &Connection,
+    dictionaries: &mut batch_blobs::Dictionaries,
+    r: &rusqlite::Row<'_>,
+) -> Result<StoredBatch, StoreError> {
+    let (items, unreadable) = match dictionaries.unpack(conn, r.get(3)?, r.get(4)?)? {
+        Ok(items) => (items, None),
+        Err(why) => (Vec::new(), Some(why)),
+    };
     Ok(StoredBatch {
         id: r.get(0)?,
         agent_id: r.get(1)?,
         certificate_der: r.get(2)?,
-        items: r.get(3)?,
-        signature: r.get(4)?,
-        signature_algorithm: r.get(5)?,
+        items,
+        unreadable,
+        signature: r.get(5)?,
+        signature_algorithm: r.get(6)?,
     })
 }
 

@@ -394,7 +394,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let batch = super::BatchReader { conn: &conn }
+        let batch = super::BatchReader::new(&conn)
             .batch(item.batch_id)?
             .ok_or_else(|| StoreError::Corrupt(format!("batch {} is missing", item.batch_id)))?;
         let previous: Option<(i64, Vec<u8>)> = conn

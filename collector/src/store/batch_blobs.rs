@@ -1,0 +1,263 @@
+//! How a batch's signed bytes are kept. A host reports much the same evidence every cycle, so each
+//! batch is stored as a zstd frame compressed against a dictionary: the start of an earlier batch
+//! of the same agent, kept once in `batch_dictionaries`. An hourly repeat then takes tens of
+//! bytes instead of kilobytes. Reading gives back exactly the bytes the agent signed, and the
+//! signature is checked against those: a changed frame or dictionary reads back as bytes that do
+//! not verify (or as no bytes at all), never as silently different evidence.
+//!
+//! Rows stored before migration 0007 have no dictionary and keep their bytes as they came.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+
+/// The longest dictionary: the first this many bytes of the batch it is taken from. zstd finds
+/// repeats anywhere in it, and one cycle of a host's evidence is a few kilobytes.
+const DICTIONARY_MAX_BYTES: usize = 32 * 1024;
+/// A batch at least this long that compresses to more than a quarter of its size against the
+/// agent's dictionary (the host changed a lot) becomes the agent's next dictionary.
+const RENEW_MIN_BYTES: usize = 512;
+const LEVEL: i32 = 3;
+/// No stored batch unpacks to more than this (the collector's message limit is far below it):
+/// a damaged frame cannot make a reader allocate without bound.
+const UNPACKED_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A batch as it goes into `batches.items`, with the dictionary it was compressed against.
+#[derive(Debug)]
+pub(super) struct Packed {
+    pub blob: Vec<u8>,
+    pub dictionary_id: i64,
+}
+
+/// Compresses `items` (an ItemList as signed) against `agent_id`'s newest dictionary, making a
+/// new one from `items` first when there is none yet or when `items` differs too much from it.
+/// Runs inside the append transaction, so a dictionary is stored exactly when its first batch is.
+pub(super) fn pack(
+    conn: &Connection,
+    agent_id: &str,
+    items: &[u8],
+    now_ms: i64,
+) -> Result<Packed, StoreError> {
+    let newest: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached(
+            "SELECT id, content FROM batch_dictionaries WHERE agent_id = ?1 ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row([agent_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((id, content)) = newest {
+        let dictionary = decompress(&content, &[]).map_err(|e| {
+            StoreError::Corrupt(format!("dictionary {id} of agent {agent_id}: {e}"))
+        })?;
+        let blob = compress(items, &dictionary)?;
+        let renew = items.len() >= RENEW_MIN_BYTES && blob.len() * 4 > items.len();
+        if !renew {
+            return Ok(Packed {
+                blob,
+                dictionary_id: id,
+            });
+        }
+    }
+    let dictionary = &items[..items.len().min(DICTIONARY_MAX_BYTES)];
+    conn.prepare_cached(
+        "INSERT INTO batch_dictionaries (agent_id, created_at_ms, content) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(params![agent_id, now_ms, compress(dictionary, &[])?])?;
+    Ok(Packed {
+        blob: compress(items, dictionary)?,
+        dictionary_id: conn.last_insert_rowid(),
+    })
+}
+
+/// Reads dictionaries for one reader, keeping those it has unpacked (batches of one agent
+/// share a few).
+#[derive(Debug, Default)]
+pub(super) struct Dictionaries {
+    unpacked: HashMap<i64, Rc<Vec<u8>>>,
+}
+
+impl Dictionaries {
+    /// At most this many unpacked dictionaries are kept (a few MiB).
+    const KEPT: usize = 512;
+
+    /// The bytes the agent signed, from `blob` as stored in `batches.items` with its
+    /// `items_dictionary`; `Err` says why they cannot be read back (the row was changed).
+    pub(super) fn unpack(
+        &mut self,
+        conn: &Connection,
+        blob: Vec<u8>,
+        dictionary_id: Option<i64>,
+    ) -> Result<Result<Vec<u8>, String>, StoreError> {
+        let Some(id) = dictionary_id else {
+            return Ok(Ok(blob));
+        };
+        let dictionary = match self.unpacked.get(&id) {
+            Some(dictionary) => Rc::clone(dictionary),
+            None => {
+                let content: Option<Vec<u8>> = conn
+                    .prepare_cached("SELECT content FROM batch_dictionaries WHERE id = ?1")?
+                    .query_row([id], |r| r.get(0))
+                    .optional()?;
+                let Some(content) = content else {
+                    return Ok(Err(format!("its dictionary {id} is missing")));
+                };
+                let dictionary = match decompress(&content, &[]) {
+                    Ok(dictionary) => Rc::new(dictionary),
+                    Err(e) => return Ok(Err(format!("its dictionary {id} does not unpack: {e}"))),
+                };
+                if self.unpacked.len() >= Self::KEPT {
+                    self.unpacked.clear();
+                }
+                self.unpacked.insert(id, Rc::clone(&dictionary));
+                dictionary
+            }
+        };
+        Ok(decompress(&blob, &dictionary)
+            .map_err(|e| format!("its stored bytes do not unpack: {e}")))
+    }
+}
+
+/// The signed bytes of batch `batch_id` (see `Dictionaries::unpack`); `None` when there is no
+/// such batch.
+pub(super) fn signed_items(
+    conn: &Connection,
+    batch_id: i64,
+) -> Result<Option<Result<Vec<u8>, String>>, StoreError> {
+    let stored: Option<(Vec<u8>, Option<i64>)> = conn
+        .prepare_cached("SELECT items, items_dictionary FROM batches WHERE id = ?1")?
+        .query_row([batch_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    stored
+        .map(|(blob, dictionary)| Dictionaries::default().unpack(conn, blob, dictionary))
+        .transpose()
+}
+
+fn compress(data: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let failed = |code| {
+        StoreError::Corrupt(format!(
+            "zstd compression failed: {}",
+            zstd_safe::get_error_name(code)
+        ))
+    };
+    let mut cctx = zstd_safe::CCtx::create();
+    cctx.set_parameter(zstd_safe::CParameter::CompressionLevel(LEVEL))
+        .map_err(failed)?;
+    if !dictionary.is_empty() {
+        cctx.ref_prefix(dictionary).map_err(failed)?;
+    }
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut out, data).map_err(failed)?;
+    Ok(out)
+}
+
+fn decompress(frame: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, String> {
+    let size = match zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(size)) if size <= UNPACKED_MAX_BYTES => size as usize,
+        Ok(Some(size)) => return Err(format!("it claims {size} bytes")),
+        Ok(None) => return Err("its frame does not say its size".into()),
+        Err(_) => return Err("it is not a zstd frame".into()),
+    };
+    let mut dctx = zstd_safe::DCtx::create();
+    if !dictionary.is_empty() {
+        dctx.ref_prefix(dictionary)
+            .map_err(|code| zstd_safe::get_error_name(code).to_owned())?;
+    }
+    let mut out = Vec::with_capacity(size);
+    dctx.decompress(&mut out, frame)
+        .map_err(|code| zstd_safe::get_error_name(code).to_owned())?;
+    if out.len() != size {
+        return Err(format!("it unpacked to {} bytes, not {size}", out.len()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, super::super::Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = super::super::Store::open_or_create(&dir.path().join("c.db")).expect("open");
+        super::super::enrol_for_test(&store, dir.path(), &crate::model::HostFacts::default());
+        (dir, store)
+    }
+
+    fn cycle(pending: usize) -> Vec<u8> {
+        let mut bytes = b"\x0a\x10inventory-header".to_vec();
+        for i in 0..pending {
+            bytes.extend_from_slice(format!("package-{i} 1.2.{i}-deb12u1 security;").as_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn repeats_take_a_few_bytes_and_read_back_exactly() {
+        let (_dir, store) = store();
+        let conn = store.conn();
+        let first = pack(&conn, "agt-1", &cycle(60), 1).expect("pack");
+        let again = pack(&conn, "agt-1", &cycle(60), 2).expect("pack");
+        assert_eq!(first.dictionary_id, again.dictionary_id);
+        assert!(again.blob.len() < 40, "{} bytes", again.blob.len());
+        let mut dictionaries = Dictionaries::default();
+        for packed in [first, again] {
+            let back = dictionaries
+                .unpack(&conn, packed.blob, Some(packed.dictionary_id))
+                .expect("read");
+            assert_eq!(back.as_deref(), Ok(cycle(60).as_slice()));
+        }
+    }
+
+    #[test]
+    fn a_host_that_changed_gets_a_new_dictionary() {
+        let (_dir, store) = store();
+        let conn = store.conn();
+        let first = pack(&conn, "agt-1", &cycle(10), 1).expect("pack");
+        let changed: Vec<u8> = (0..4000u32)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
+        let second = pack(&conn, "agt-1", &changed, 2).expect("pack");
+        assert_ne!(first.dictionary_id, second.dictionary_id);
+        let back = Dictionaries::default()
+            .unpack(&conn, second.blob, Some(second.dictionary_id))
+            .expect("read");
+        assert_eq!(back, Ok(changed));
+    }
+
+    #[test]
+    fn damage_is_named_not_unpacked_into_other_bytes() {
+        let (_dir, store) = store();
+        let conn = store.conn();
+        let packed = pack(&conn, "agt-1", &cycle(30), 1).expect("pack");
+        let mut blob = packed.blob.clone();
+        blob.truncate(blob.len() / 2);
+        let mut dictionaries = Dictionaries::default();
+        let cut = dictionaries
+            .unpack(&conn, blob, Some(packed.dictionary_id))
+            .expect("read");
+        assert!(cut.is_err(), "{cut:?}");
+        let missing = dictionaries
+            .unpack(&conn, packed.blob.clone(), Some(packed.dictionary_id + 1))
+            .expect("read");
+        assert_eq!(
+            missing,
+            Err(format!(
+                "its dictionary {} is missing",
+                packed.dictionary_id + 1
+            ))
+        );
+        let garbage = dictionaries
+            .unpack(&conn, b"not zstd".to_vec(), Some(packed.dictionary_id))
+            .expect("read");
+        assert_eq!(
+            garbage,
+            Err("its stored bytes do not unpack: it is not a zstd frame".into())
+        );
+        // Rows from before compression are their own bytes.
+        let old = dictionaries
+            .unpack(&conn, b"raw".to_vec(), None)
+            .expect("read");
+        assert_eq!(old, Ok(b"raw".to_vec()));
+    }
+}
