@@ -52,6 +52,7 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(store: Arc<Store>, capacity: usize) -> std::io::Result<Writer> {
+        store.checkpoint_in_background()?;
         let (jobs, mut queue) = mpsc::channel::<Job>(capacity.max(1));
         std::thread::Builder::new()
             .name("evident-writer".into())

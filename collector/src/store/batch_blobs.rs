@@ -195,7 +195,7 @@ mod tests {
     #[test]
     fn repeats_take_a_few_bytes_and_read_back_exactly() {
         let (_dir, store) = store();
-        let conn = store.conn();
+        let conn = store.writer();
         let first = pack(&conn, "agt-1", &cycle(60), 1).expect("pack");
         let again = pack(&conn, "agt-1", &cycle(60), 2).expect("pack");
         assert_eq!(first.dictionary_id, again.dictionary_id);
@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn a_host_that_changed_gets_a_new_dictionary() {
         let (_dir, store) = store();
-        let conn = store.conn();
+        let conn = store.writer();
         let first = pack(&conn, "agt-1", &cycle(10), 1).expect("pack");
         let changed: Vec<u8> = (0..4000u32)
             .flat_map(|i| (i * 7919).to_le_bytes())
@@ -228,7 +228,7 @@ mod tests {
     #[test]
     fn damage_is_named_not_unpacked_into_other_bytes() {
         let (_dir, store) = store();
-        let conn = store.conn();
+        let conn = store.writer();
         let packed = pack(&conn, "agt-1", &cycle(30), 1).expect("pack");
         let mut blob = packed.blob.clone();
         blob.truncate(blob.len() / 2);

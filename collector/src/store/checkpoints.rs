@@ -94,7 +94,7 @@ fn leaf_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeafRow> {
 impl Store {
     /// Every checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<CheckpointRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY id"
         ))?;
@@ -104,7 +104,7 @@ impl Store {
 
     pub fn latest_checkpoint(&self) -> Result<Option<CheckpointRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 &format!("SELECT {CHECKPOINT_COLUMNS} FROM checkpoints ORDER BY id DESC LIMIT 1"),
                 [],
@@ -115,7 +115,7 @@ impl Store {
 
     pub fn checkpoint_by_id(&self, id: i64) -> Result<Option<CheckpointRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 &format!("SELECT {CHECKPOINT_COLUMNS} FROM checkpoints WHERE id = ?1"),
                 [id],
@@ -132,7 +132,7 @@ impl Store {
         previous: Option<i64>,
         new: &NewCheckpoint,
     ) -> Result<i64, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let latest: Option<(i64, i64)> = tx
             .query_row(
@@ -185,7 +185,7 @@ impl Store {
         limit: Option<u64>,
         mut visit: impl FnMut(LeafRow) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT id, agent_id, sequence, hash FROM evidence WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
@@ -200,7 +200,7 @@ impl Store {
     /// The evidence row with this id, as a leaf.
     pub fn leaf_by_id(&self, evidence_id: i64) -> Result<Option<LeafRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT id, agent_id, sequence, hash FROM evidence WHERE id = ?1",
                 [evidence_id],
@@ -215,7 +215,7 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<PeriodRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT id, agent_id, sequence, batch_id, item_index, received_at_ms, prev_hash, hash
              FROM evidence WHERE received_at_ms BETWEEN ?1 AND ?2 ORDER BY agent_id, sequence",

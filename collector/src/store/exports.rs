@@ -56,7 +56,7 @@ impl Store {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<ExportEvidence>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT e.id, e.agent_id, a.hostname, e.sequence, e.check_kind, e.observed_at_ms,
                     e.received_at_ms, e.hash, e.prev_hash, e.batch_id, e.item_index
@@ -121,7 +121,7 @@ impl Store {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<ExportResult>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT r.id, a.hostname, r.policy_version, r.rule_id, r.agent_id, r.at_ms, r.outcome,
                     r.detail, r.offending, r.evidence
@@ -155,7 +155,7 @@ impl Store {
         sequence: u64,
     ) -> Result<Option<EvidenceRef>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .prepare_cached(
                 "SELECT check_kind, observed_at_ms, received_at_ms, hash FROM evidence
                  WHERE agent_id = ?1 AND sequence = ?2",

@@ -113,7 +113,7 @@ fn json_strings(text: &str) -> Vec<String> {
 impl Store {
     /// Agents enrolled by `as_of_ms` and not revoked by then.
     pub fn hosts_as_of(&self, as_of_ms: i64) -> Result<Vec<HostRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT agent_id, hostname, os_family, enrolled_at_ms FROM agents
              WHERE enrolled_at_ms <= ?1 AND (revoked_at_ms IS NULL OR revoked_at_ms > ?1)
@@ -138,7 +138,7 @@ impl Store {
         kinds: &[i64],
         as_of_ms: i64,
     ) -> Result<Vec<ItemRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut out = Vec::new();
         for kind in kinds {
             let row: Option<(i64, i64, i64, i64, i64, i64)> = conn
@@ -165,7 +165,7 @@ impl Store {
         as_of_ms: i64,
     ) -> Result<Option<(u64, i64, i64)>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .prepare_cached(
                 "SELECT sequence, observed_at_ms, received_at_ms FROM evidence
                  WHERE agent_id = ?1 AND received_at_ms <= ?2 ORDER BY sequence DESC LIMIT 1",
@@ -191,7 +191,7 @@ impl Store {
         let mut below = below_sequence as i64;
         loop {
             let page: Vec<ItemRow> = {
-                let conn = self.conn();
+                let conn = self.conn()?;
                 let mut stmt = conn.prepare_cached(
                     "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
                      FROM evidence WHERE agent_id = ?1 AND check_kind = ?2 AND sequence < ?3
@@ -240,7 +240,7 @@ impl Store {
         text: &str,
         now_ms: i64,
     ) -> Result<i64, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current: Option<(i64, Vec<u8>)> = tx
             .query_row(
@@ -266,7 +266,7 @@ impl Store {
     /// The policy in force at `as_of_ms` (the newest activated by then), or the newest of all.
     pub fn policy_as_of(&self, as_of_ms: Option<i64>) -> Result<Option<PolicyRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT version, sha256, name, source, text, activated_at_ms FROM policies
                  WHERE ?1 IS NULL OR activated_at_ms <= ?1 ORDER BY version DESC LIMIT 1",
@@ -277,7 +277,7 @@ impl Store {
     }
 
     pub fn policies(&self) -> Result<Vec<PolicyRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT version, sha256, name, source, text, activated_at_ms FROM policies ORDER BY version",
         )?;
@@ -293,7 +293,7 @@ impl Store {
         rule_id: &str,
     ) -> Result<Option<ResultRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .prepare_cached(
                 "SELECT policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence
                  FROM rule_results WHERE policy_version = ?1 AND agent_id = ?2 AND rule_id = ?3
@@ -309,7 +309,7 @@ impl Store {
         if results.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
@@ -340,7 +340,7 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<ResultRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(
             "SELECT policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence
              FROM rule_results WHERE (?1 IS NULL OR agent_id = ?1) AND at_ms BETWEEN ?2 AND ?3
@@ -359,7 +359,7 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<ResultRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence
              FROM rule_results WHERE policy_version = ?1 AND at_ms BETWEEN ?2 AND ?3
@@ -374,7 +374,7 @@ impl Store {
         &self,
         drive: impl FnOnce(&ActionTx<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let actions = ActionTx { tx };
         let out = drive(&actions)?;
@@ -384,7 +384,7 @@ impl Store {
 
     /// An action with all its events, oldest first.
     pub fn action(&self, id: i64) -> Result<Option<(ActionRow, Vec<EventRow>)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let action = conn
             .prepare_cached(&format!("{ACTION_COLUMNS} WHERE x.id = ?1"))?
             .query_row([id], action_row)
@@ -405,7 +405,7 @@ impl Store {
         &self,
         as_of_ms: Option<i64>,
     ) -> Result<Vec<(ActionRow, Vec<EventRow>)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "{ACTION_COLUMNS} WHERE ?1 IS NULL OR x.opened_at_ms <= ?1 ORDER BY x.id"
         ))?;
@@ -438,7 +438,7 @@ impl Store {
         agent_id: &str,
         as_of_ms: i64,
     ) -> Result<Vec<(ActionRow, Vec<EventRow>)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(&format!(
             "{ACTION_COLUMNS} WHERE x.agent_id = ?1 AND x.opened_at_ms <= ?2 ORDER BY x.id"
         ))?;
@@ -468,7 +468,7 @@ impl Store {
         action_id: i64,
         build: impl FnOnce(&EventRow) -> Result<Option<EventRow>, String>,
     ) -> Result<Option<EventRow>, EventError> {
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let current = tx
             .query_row(

@@ -1,9 +1,9 @@
 //! SQLite storage: the schema, its migrations and every query. Nothing outside this module writes
 //! SQL, so a PostgreSQL backend can later stand behind the same methods.
 //!
-//! One connection writes, behind a mutex; callers on the async runtime reach it through
-//! `spawn_blocking`. WAL with `synchronous=FULL` makes a committed transaction durable, which is
-//! what an ack promises.
+//! One connection writes, behind a mutex; reads take pooled read-only connections (see `Store`).
+//! Callers on the async runtime reach them through `spawn_blocking`. WAL with
+//! `synchronous=FULL` makes a committed transaction durable, which is what an ack promises.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -241,22 +241,104 @@ pub struct StoredBatch {
     pub signature_algorithm: i32,
 }
 
+/// One connection writes, behind a mutex; reads go to a small pool of read-only connections,
+/// so that a long read (a web page over the whole fleet, an export, a bundle) never holds up
+/// the writer and the acks waiting on it. WAL gives each read a consistent snapshot of what
+/// had committed when it started.
 #[derive(Debug)]
 pub struct Store {
-    conn: Mutex<Connection>,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
     path: PathBuf,
+    /// Dropped with the store, which stops the checkpointing thread when there is one.
+    checkpointer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+}
+
+/// A pooled read-only connection, returned to the pool when dropped.
+#[derive(Debug)]
+struct ReadConn<'a> {
+    conn: Option<Connection>,
+    pool: &'a Mutex<Vec<Connection>>,
+}
+
+impl std::ops::Deref for ReadConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for ReadConn<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        self.conn.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for ReadConn<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        // A connection left inside a transaction (a panic mid-read) is not reused.
+        if pool.len() < Store::IDLE_READERS && conn.is_autocommit() {
+            pool.push(conn);
+        }
+    }
 }
 
 impl Store {
+    /// Read connections kept open between reads.
+    const IDLE_READERS: usize = 4;
+
     /// Opens the database, creating it and applying migrations as needed.
     pub fn open_or_create(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
         Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
             path: path.to_owned(),
+            checkpointer: Mutex::new(None),
         })
+    }
+
+    /// Moves WAL checkpoints off the writer: a thread of its own copies committed pages into
+    /// the database every `CHECKPOINT_EVERY` (PASSIVE: it never waits for or blocks the
+    /// writer), and the writer stops checkpointing when a commit crosses the WAL threshold,
+    /// which held every batch of that group (and its ack) behind a copy of up to 40 MiB.
+    pub fn checkpoint_in_background(&self) -> std::io::Result<()> {
+        const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+        let mut slot = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.is_some() {
+            return Ok(());
+        }
+        let conn = Connection::open(&self.path)
+            .and_then(|conn| configure(&conn).map(|()| conn))
+            .map_err(std::io::Error::other)?;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("evident-checkpoint".into())
+            .spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(CHECKPOINT_EVERY)
+                {
+                    if let Err(error) =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(%error, "WAL checkpoint failed; retrying");
+                    }
+                }
+            })?;
+        self.writer()
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(std::io::Error::other)?;
+        *slot = Some(stop);
+        Ok(())
     }
 
     /// Opens an existing database (for the CLI's reading and admin commands).
@@ -274,7 +356,7 @@ impl Store {
     /// not lower the limit below the pages already in use: a database already over the cap
     /// takes nothing new until the cap is raised.
     pub fn limit_size(&self, max_bytes: u64) -> Result<SizeLimit, StoreError> {
-        let conn = self.conn();
+        let conn = self.writer();
         let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0))?;
         let page_size = u64::try_from(page_size)
             .ok()
@@ -295,12 +377,31 @@ impl Store {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    /// The one connection that writes.
+    fn writer(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction half-done (it rolls back on
         // drop), so a poisoned lock is still safe to use.
-        self.conn
+        self.writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A read-only connection from the pool (opened when none is idle). A write through it
+    /// fails: `PRAGMA query_only`.
+    fn conn(&self) -> Result<ReadConn<'_>, StoreError> {
+        let idle = self
+            .readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_reader(&self.path)?,
+        };
+        Ok(ReadConn {
+            conn: Some(conn),
+            pool: &self.readers,
+        })
     }
 
     pub fn create_token(
@@ -310,7 +411,7 @@ impl Store {
         expires_at_ms: i64,
         max_uses: u32,
     ) -> Result<i64, StoreError> {
-        let conn = self.conn();
+        let conn = self.writer();
         conn.execute(
             "INSERT INTO tokens (token_hash, created_at_ms, expires_at_ms, max_uses) VALUES (?1, ?2, ?3, ?4)",
             params![token_hash, now_ms, expires_at_ms, max_uses],
@@ -328,7 +429,7 @@ impl Store {
         new_agent_id: &str,
         issue: impl FnOnce(&str) -> Result<IssuedAgentCert, CsrError>,
     ) -> Result<Enrolled, EnrollError> {
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let token: Option<(i64, i64, i64, i64)> = tx
             .query_row(
@@ -393,7 +494,7 @@ impl Store {
         agent_id: &str,
         cert: &IssuedAgentCert,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.writer().execute(
             "INSERT INTO certificates (agent_id, fingerprint, der, not_before_ms, not_after_ms)
              SELECT ?1, ?2, ?3, ?4, ?5 FROM agents WHERE agent_id = ?1 AND state = 'active'",
             params![
@@ -412,7 +513,7 @@ impl Store {
         &self,
         fingerprint: &[u8],
     ) -> Result<Option<CertIdentity>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         Ok(conn
             .query_row(
                 "SELECT c.agent_id, c.id, a.state FROM certificates c
@@ -450,7 +551,7 @@ impl Store {
         &self,
         batches: &[(&CertIdentity, &BatchToAppend, i64)],
     ) -> Vec<Result<Appended, AppendError>> {
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
             Ok(tx) => tx,
             Err(error) => {
@@ -507,7 +608,7 @@ impl Store {
     }
 
     fn agents_where(&self, agent_id: Option<&str>) -> Result<Vec<AgentRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut statement = conn.prepare_cached(
             "SELECT a.agent_id, a.hostname, a.os_family, a.os_name, a.state, a.enrolled_at_ms,
                     a.revoked_at_ms, a.revoked_reason,
@@ -542,7 +643,7 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<bool, StoreError> {
-        let conn = self.conn();
+        let conn = self.writer();
         let known: bool = conn
             .query_row(
                 "SELECT 1 FROM agents WHERE agent_id = ?1",
@@ -562,7 +663,7 @@ impl Store {
     }
 
     pub fn agent_ids(&self) -> Result<Vec<String>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT agent_id FROM agents ORDER BY agent_id")?;
         let ids = stmt
             .query_map([], |r| r.get(0))?
@@ -578,7 +679,7 @@ impl Store {
         agent_id: Option<&str>,
         mut visit: impl FnMut(StoredEvidence, &BatchReader<'_>) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let reader = BatchReader::new(&conn);
         let mut stmt = conn.prepare(&format!(
             "SELECT {} FROM evidence e JOIN batches b ON b.id = e.batch_id
@@ -595,7 +696,7 @@ impl Store {
     }
 
     pub fn batch(&self, id: i64) -> Result<Option<StoredBatch>, StoreError> {
-        BatchReader::new(&self.conn()).batch(id)
+        BatchReader::new(&*self.conn()?).batch(id)
     }
 
     /// Calls `visit` for every stored batch in the order they were received.
@@ -603,7 +704,7 @@ impl Store {
         &self,
         mut visit: impl FnMut(StoredBatch) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut dictionaries = batch_blobs::Dictionaries::default();
         let mut stmt = conn.prepare(&format!(
             "SELECT {BATCH_COLUMNS} FROM batches b JOIN certificates c ON c.id = b.certificate_id
@@ -846,6 +947,19 @@ fn same_error(error: &StoreError) -> StoreError {
     }
 }
 
+fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.pragma_update(None, "query_only", true)?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // 16 MiB of page cache each: the indexes a fleet-wide page walks stay in memory.
+    conn.pragma_update(None, "cache_size", -16_384)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -881,7 +995,7 @@ mod tests {
         assert!(limit.used_pages < limit.max_pages);
         // Ballast up to 32 KiB below the cap, so that a few tokens fill the rest.
         store
-            .conn()
+            .writer()
             .execute_batch(&format!(
                 "CREATE TABLE ballast (b BLOB); INSERT INTO ballast VALUES (zeroblob({}))",
                 limit.max_bytes() - limit.used_bytes() - 32 * 1024
@@ -902,11 +1016,13 @@ mod tests {
         assert!(message.contains("max_database_bytes"), "{message}");
         let count: u32 = store
             .conn()
+            .expect("read connection")
             .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))
             .expect("reads still work");
         assert_eq!(count, stored, "the refused write left nothing behind");
         let check: String = store
             .conn()
+            .expect("read connection")
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .expect("integrity check");
         assert_eq!(check, "ok");
@@ -935,6 +1051,29 @@ mod tests {
                 .collect(),
             agent_clock_skew_ms: None,
         }
+    }
+
+    #[test]
+    fn a_long_read_does_not_hold_up_the_writer_and_cannot_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
+        let identity = enrol_for_test(&store, dir.path(), &HostFacts::default());
+        let count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM evidence", [], |r| r.get(0))
+                .expect("count")
+        };
+        let reader = store.conn().expect("read connection");
+        reader.execute_batch("BEGIN").expect("begin");
+        assert_eq!(count(&reader), 0);
+        // With one connection for both, this would wait for the read to end: here, forever.
+        store
+            .append_batch(&identity, &batch(&[1, 2]), 10)
+            .expect("append while a read is open");
+        assert_eq!(count(&reader), 0, "the read keeps its snapshot");
+        reader.execute_batch("COMMIT").expect("end the read");
+        assert_eq!(count(&reader), 2, "a new read sees the commit");
+        let refused = reader.execute("DELETE FROM tokens", []);
+        assert!(refused.is_err(), "{refused:?}");
     }
 
     #[test]

@@ -113,7 +113,7 @@ impl Store {
         password_hash: &str,
         now_ms: i64,
     ) -> Result<Option<i64>, StoreError> {
-        let conn = self.conn();
+        let conn = self.writer();
         let inserted = conn.execute(
             "INSERT INTO users (name, role, password_hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (name) DO NOTHING",
@@ -124,7 +124,7 @@ impl Store {
 
     pub fn user_by_name(&self, name: &str) -> Result<Option<UserRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .prepare_cached(&format!(
                 "SELECT {USER_COLUMNS} FROM users u WHERE u.name = ?1"
             ))?
@@ -133,7 +133,7 @@ impl Store {
     }
 
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare(&format!(
             "SELECT {USER_COLUMNS} FROM users u ORDER BY u.name"
         ))?;
@@ -143,7 +143,7 @@ impl Store {
 
     /// Disables an account and ends its sessions and tokens. `false` when there is no such user.
     pub fn disable_user(&self, name: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.writer();
         let tx = conn.transaction()?;
         let changed = tx.execute(
             "UPDATE users SET disabled_at_ms = coalesce(disabled_at_ms, ?2) WHERE name = ?1",
@@ -169,7 +169,7 @@ impl Store {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        let conn = self.conn();
+        let conn = self.writer();
         // Expired sessions go when new ones come, so the table stays as small as the users.
         conn.execute("DELETE FROM sessions WHERE expires_at_ms <= ?1", [now_ms])?;
         conn.execute(
@@ -183,7 +183,7 @@ impl Store {
     /// The session with this cookie hash, whatever its age (the caller judges expiry).
     pub fn session(&self, token_sha256: &[u8]) -> Result<Option<SessionRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .prepare_cached(&format!(
                 "SELECT {USER_COLUMNS}, s.csrf_token, s.created_at_ms, s.last_seen_ms, s.expires_at_ms
                  FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_sha256 = ?1"
@@ -201,14 +201,14 @@ impl Store {
     }
 
     pub fn touch_session(&self, token_sha256: &[u8], now_ms: i64) -> Result<(), StoreError> {
-        self.conn()
+        self.writer()
             .prepare_cached("UPDATE sessions SET last_seen_ms = ?2 WHERE token_sha256 = ?1")?
             .execute(params![token_sha256, now_ms])?;
         Ok(())
     }
 
     pub fn delete_session(&self, token_sha256: &[u8]) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.writer().execute(
             "DELETE FROM sessions WHERE token_sha256 = ?1",
             [token_sha256],
         )?;
@@ -223,7 +223,7 @@ impl Store {
         now_ms: i64,
         expires_at_ms: i64,
     ) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.writer().execute(
             "INSERT INTO api_tokens (token_sha256, user_id, label, created_at_ms, expires_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![token_sha256, user_id, label, now_ms, expires_at_ms],
@@ -238,7 +238,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<UserRow>, StoreError> {
         Ok(self
-            .conn()
+            .conn()?
             .prepare_cached(&format!(
                 "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id
                  WHERE t.token_sha256 = ?1 AND t.expires_at_ms > ?2 AND u.disabled_at_ms IS NULL"
@@ -248,7 +248,7 @@ impl Store {
     }
 
     pub fn append_audit(&self, entry: &AuditEntry<'_>) -> Result<i64, StoreError> {
-        let conn = self.conn();
+        let conn = self.writer();
         conn.prepare_cached(
             "INSERT INTO audit_log (at_ms, actor, role, channel, action, target, outcome, detail, remote_addr)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -274,7 +274,7 @@ impl Store {
         offset: u64,
         limit: u64,
     ) -> Result<(Vec<AuditRow>, u64), StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let total: i64 = conn.query_row(
             "SELECT count(*) FROM audit_log WHERE at_ms <= ?1",
             [as_of_ms],
@@ -310,7 +310,7 @@ impl Store {
         as_of_ms: i64,
         agent_id: Option<&str>,
     ) -> Result<Vec<ResultRow>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         // SQLite takes the bare columns of an aggregate query from the row holding the max.
         let mut stmt = conn.prepare_cached(
             "SELECT policy_version, rule_id, agent_id, max(at_ms), outcome, detail, offending, evidence
@@ -331,7 +331,7 @@ impl Store {
     /// `batches` read every batch the fleet ever sent (2.5 million index entries at 10,000
     /// hosts and 10 million items, about 0.5 s); this reads one entry per agent.
     pub fn last_contacts(&self, as_of_ms: i64) -> Result<Vec<(String, i64)>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT a.agent_id,
                     (SELECT max(b.received_at_ms) FROM batches b
@@ -363,7 +363,7 @@ impl Store {
         before_sequence: Option<u64>,
         limit: u64,
     ) -> Result<Vec<StoredEvidence>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {EVIDENCE_COLUMNS} FROM evidence e JOIN batches b ON b.id = e.batch_id
              WHERE e.agent_id = ?1 AND e.received_at_ms <= ?2 AND e.sequence < ?3
@@ -383,7 +383,7 @@ impl Store {
         agent_id: &str,
         sequence: u64,
     ) -> Result<Option<ChainPosition>, StoreError> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let Some(item) = conn
             .prepare_cached(&format!(
                 "SELECT {EVIDENCE_COLUMNS} FROM evidence e JOIN batches b ON b.id = e.batch_id
