@@ -497,6 +497,12 @@ impl Evaluator {
                 }
             }
         }
+        // The trend's ended days, now that everything judged before this pass is recorded.
+        if let Err(error) =
+            crate::views::trend::store_ended_days(&self.store, active.version, now_ms)
+        {
+            warn!(%error, "trend days not stored; counted again on the next pass");
+        }
         debug!(
             hosts = pass.hosts,
             results = pass.results_recorded,

@@ -1,7 +1,7 @@
 //! Control status (ISO/IEC 27001:2022 clause 9.1): every control a rule evidences, judged over
 //! the hosts in scope, as of any moment, from stored evidence only.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -151,6 +151,8 @@ pub fn report(in_force: &PolicyInForce, hosts: &[HostVerdicts<'_>], as_of_ms: i6
     report_with(in_force, hosts, as_of_ms, Detail::Findings)
 }
 
+/// Each host's judgements are looked up once into a slot per rule, so the report costs hosts
+/// times rules, not hosts times rules times controls.
 pub fn report_with(
     in_force: &PolicyInForce,
     hosts: &[HostVerdicts<'_>],
@@ -159,11 +161,32 @@ pub fn report_with(
 ) -> StatusReport {
     let policy = &in_force.policy;
     let catalogue = Catalogue::builtin().ok();
-    // Each rule once, however many controls it evidences.
-    let by_rule: BTreeMap<&str, RuleStatus> = policy
+    let index: HashMap<&str, usize> = policy
         .rules
         .iter()
-        .map(|rule| (rule.id.as_str(), rule_status(rule, hosts, detail)))
+        .enumerate()
+        .map(|(i, r)| (r.id.as_str(), i))
+        .collect();
+    // Per host, its first judgement of each rule.
+    let slots: Vec<Vec<Option<&Judgement>>> = hosts
+        .iter()
+        .map(|h| {
+            let mut slot = vec![None; policy.rules.len()];
+            for (rule_id, j) in h.judgements {
+                if let Some(&i) = index.get(rule_id.as_str())
+                    && slot[i].is_none()
+                {
+                    slot[i] = Some(j);
+                }
+            }
+            slot
+        })
+        .collect();
+    let by_rule: Vec<RuleStatus> = policy
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| rule_status(rule, i, hosts, &slots, detail))
         .collect();
     let controls = policy
         .controls()
@@ -173,31 +196,30 @@ pub fn report_with(
                 .and_then(|c| c.control(&control).ok())
                 .map(|(f, c)| (f.title.clone(), c.title.clone()))
                 .unwrap_or_default();
-            let rules: Vec<RuleStatus> = policy
+            // Rule ids are unique in a validated policy.
+            let members: Vec<usize> = policy
                 .rules
                 .iter()
-                .filter(|r| r.controls.contains(&control))
-                .filter_map(|rule| by_rule.get(rule.id.as_str()).cloned())
+                .enumerate()
+                .filter(|(_, r)| r.controls.contains(&control))
+                .map(|(i, _)| i)
                 .collect();
-            let mut in_scope = BTreeSet::new();
-            let mut failing = BTreeSet::new();
-            for h in hosts {
-                for (rule_id, j) in h.judgements {
-                    if !rules.iter().any(|r| &r.rule_id == rule_id) {
-                        continue;
-                    }
-                    if j.outcome != RuleOutcome::NotApplicable {
-                        in_scope.insert(h.agent_id);
-                    }
-                    if matches!(j.outcome, RuleOutcome::Fail | RuleOutcome::NoEvidence) {
-                        failing.insert(h.agent_id);
-                    }
+            let rules: Vec<RuleStatus> = members.iter().map(|&i| by_rule[i].clone()).collect();
+            let (mut in_scope, mut failing) = (0, 0);
+            for slot in &slots {
+                let outcomes = members.iter().filter_map(|&i| slot[i]).map(|j| j.outcome);
+                let (mut scoped, mut fails) = (false, false);
+                for outcome in outcomes {
+                    scoped |= outcome != RuleOutcome::NotApplicable;
+                    fails |= matches!(outcome, RuleOutcome::Fail | RuleOutcome::NoEvidence);
                 }
+                in_scope += usize::from(scoped);
+                failing += usize::from(fails);
             }
             ControlStatus {
                 status: roll_up(rules.iter().map(|r| r.status)),
-                hosts_passing: in_scope.difference(&failing).count(),
-                hosts_in_scope: in_scope.len(),
+                hosts_passing: in_scope - failing,
+                hosts_in_scope: in_scope,
                 control,
                 framework,
                 title,
@@ -218,18 +240,20 @@ pub fn report_with(
 
 fn rule_status(
     rule: &crate::policy::Rule,
+    index: usize,
     hosts: &[HostVerdicts<'_>],
+    slots: &[Vec<Option<&Judgement>>],
     detail: Detail,
 ) -> RuleStatus {
     let mut findings = Vec::new();
-    let mut outcomes = Vec::new();
+    let mut seen = [false; 4];
     let mut in_scope = 0;
     let mut passing = 0;
-    for h in hosts {
-        let Some((_, j)) = h.judgements.iter().find(|(id, _)| id == &rule.id) else {
+    for (h, slot) in hosts.iter().zip(slots) {
+        let Some(j) = slot[index] else {
             continue;
         };
-        outcomes.push(j.outcome);
+        seen[j.outcome as usize] = true;
         match j.outcome {
             RuleOutcome::NotApplicable => continue,
             RuleOutcome::Pass => passing += 1,
@@ -245,11 +269,17 @@ fn rule_status(
         }
         in_scope += 1;
     }
+    let outcomes = [
+        RuleOutcome::Pass,
+        RuleOutcome::Fail,
+        RuleOutcome::NotApplicable,
+        RuleOutcome::NoEvidence,
+    ];
     RuleStatus {
         rule_id: rule.id.clone(),
         title: rule.title.clone(),
         severity: rule.severity.as_str(),
-        status: roll_up(outcomes.into_iter()),
+        status: roll_up(outcomes.into_iter().filter(|o| seen[*o as usize])),
         hosts_in_scope: in_scope,
         hosts_passing: passing,
         findings,

@@ -50,6 +50,16 @@ pub struct ResultRow {
     pub evidence: Vec<u64>,
 }
 
+/// What was recorded for one (agent, rule) as of a moment, without the detail.
+#[derive(Debug, Clone)]
+pub struct RecordedOutcome {
+    pub agent_id: String,
+    pub rule_id: String,
+    /// The `rule_results` row, for its detail.
+    pub result_id: i64,
+    pub outcome: String,
+}
+
 /// A corrective action as opened.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ActionRow {
@@ -369,6 +379,128 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The outcome of every (agent, rule) as recorded under `policy_version` by `as_of_ms`, by
+    /// agent: the same rows as `results_as_of` without their detail. Read from
+    /// `rule_result_heads` (one row per key, whatever the history), seeking the key's newest
+    /// result by then only where the head is newer than `as_of_ms`; when most keys changed
+    /// since, one pass over the version's results is cheaper than a seek each.
+    pub fn outcomes_as_of(
+        &self,
+        policy_version: i64,
+        as_of_ms: i64,
+    ) -> Result<Vec<RecordedOutcome>, StoreError> {
+        let conn = self.conn()?;
+        let mut heads = conn.prepare_cached(
+            "SELECT agent_id, rule_id, result_id, at_ms, outcome FROM rule_result_heads
+             WHERE policy_version = ?1 ORDER BY agent_id, rule_id",
+        )?;
+        let mut out = Vec::new();
+        let mut newer = Vec::new();
+        for row in heads.query_map([policy_version], |r| {
+            Ok((recorded_outcome(r)?, r.get::<_, i64>(3)?))
+        })? {
+            let (row, at_ms) = row?;
+            if at_ms <= as_of_ms {
+                out.push(row);
+            } else {
+                newer.push(out.len());
+                out.push(row);
+            }
+        }
+        if newer.is_empty() {
+            return Ok(out);
+        }
+        if newer.len() > out.len() / 4 {
+            // The order and tie-breaking of `results_as_of`: the first row at the newest moment.
+            let mut stmt = conn.prepare_cached(
+                "SELECT agent_id, rule_id, id, max(at_ms), outcome FROM rule_results
+                 WHERE policy_version = ?1 AND at_ms <= ?2 GROUP BY agent_id, rule_id",
+            )?;
+            let rows = stmt.query_map(params![policy_version, as_of_ms], recorded_outcome)?;
+            return Ok(rows.collect::<Result<_, _>>()?);
+        }
+        let mut seek = conn.prepare_cached(
+            "SELECT agent_id, rule_id, id, at_ms, outcome FROM rule_results
+             WHERE policy_version = ?1 AND agent_id = ?2 AND rule_id = ?3 AND at_ms <= ?4
+             ORDER BY at_ms DESC, id LIMIT 1",
+        )?;
+        let mut gone = Vec::new();
+        for i in newer {
+            let head = &out[i];
+            match seek
+                .query_row(
+                    params![policy_version, head.agent_id, head.rule_id, as_of_ms],
+                    recorded_outcome,
+                )
+                .optional()?
+            {
+                Some(then) => out[i] = then,
+                None => gone.push(i),
+            }
+        }
+        for i in gone.into_iter().rev() {
+            out.remove(i);
+        }
+        Ok(out)
+    }
+
+    /// When the first result under `policy_version` was recorded.
+    pub fn first_result_ms(&self, policy_version: i64) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn()?
+            .prepare_cached("SELECT min(at_ms) FROM rule_results WHERE policy_version = ?1")?
+            .query_row([policy_version], |r| r.get(0))?)
+    }
+
+    /// Stored results by id (the detail behind `outcomes_as_of` rows), in the order asked.
+    pub fn results_by_id(&self, ids: &[i64]) -> Result<Vec<ResultRow>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence
+             FROM rule_results WHERE id = ?1",
+        )?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(stmt.query_row([id], result_row)?);
+        }
+        Ok(out)
+    }
+
+    /// The trend's stored day counts under `policy_version` with `from_ms <= day_end_ms <=
+    /// to_ms`: (day end, JSON counts), oldest first.
+    pub fn trend_days(
+        &self,
+        policy_version: i64,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(i64, String)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT day_end_ms, counts FROM trend_days
+             WHERE policy_version = ?1 AND day_end_ms BETWEEN ?2 AND ?3 ORDER BY day_end_ms",
+        )?;
+        let rows = stmt.query_map(params![policy_version, from_ms, to_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores the trend's counts at the end of a day (replacing counts made stale).
+    pub fn put_trend_day(
+        &self,
+        policy_version: i64,
+        day_end_ms: i64,
+        counts: &str,
+    ) -> Result<(), StoreError> {
+        self.writer()
+            .prepare_cached(
+                "INSERT OR REPLACE INTO trend_days (policy_version, day_end_ms, counts)
+                 VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![policy_version, day_end_ms, counts])?;
+        Ok(())
+    }
+
     /// Runs `drive` in one IMMEDIATE transaction and commits what it recorded.
     pub fn with_actions<T>(
         &self,
@@ -380,6 +512,20 @@ impl Store {
         let out = drive(&actions)?;
         actions.tx.commit()?;
         Ok(out)
+    }
+
+    /// The state and due date of every action as of `as_of_ms` (its newest event by then), for
+    /// counts: one seek per action instead of every event of every action.
+    pub fn action_states(&self, as_of_ms: i64) -> Result<Vec<(String, Option<i64>)>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT e.state, e.due_at_ms FROM actions x JOIN action_events e ON e.id =
+                 (SELECT id FROM action_events WHERE action_id = x.id AND at_ms <= ?1
+                  ORDER BY id DESC LIMIT 1)
+             WHERE x.opened_at_ms <= ?1",
+        )?;
+        let rows = stmt.query_map([as_of_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// An action with all its events, oldest first.
@@ -647,6 +793,15 @@ fn policy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyRow> {
     })
 }
 
+fn recorded_outcome(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedOutcome> {
+    Ok(RecordedOutcome {
+        agent_id: r.get(0)?,
+        rule_id: r.get(1)?,
+        result_id: r.get(2)?,
+        outcome: r.get(4)?,
+    })
+}
+
 pub(super) fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ResultRow> {
     Ok(ResultRow {
         policy_version: r.get(0)?,
@@ -688,4 +843,98 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRow> {
         policy_version: r.get(11)?,
         evidence: json_sequences(&r.get::<_, String>(12)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::HostFacts;
+
+    fn result(version: i64, rule: &str, at_ms: i64, outcome: &str) -> ResultRow {
+        ResultRow {
+            policy_version: version,
+            rule_id: rule.into(),
+            agent_id: "agt-1".into(),
+            at_ms,
+            outcome: outcome.into(),
+            detail: format!("{outcome} at {at_ms}"),
+            offending: vec![],
+            evidence: vec![],
+        }
+    }
+
+    fn outcomes(rows: Vec<RecordedOutcome>) -> Vec<(String, String, String)> {
+        let mut out: Vec<_> = rows
+            .into_iter()
+            .map(|r| (r.agent_id, r.rule_id, r.outcome))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn outcomes_as_of_any_moment_are_the_newest_results_by_then() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("store");
+        crate::store::enrol_for_test(&store, dir.path(), &HostFacts::default());
+        let version = store
+            .activate_policy(b"h", "p", "test", "text", 0)
+            .expect("policy");
+        // Appended out of time order too (a replayed history), with a tie at 40.
+        let mut rows = Vec::new();
+        for (i, rule) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
+            let i = i as i64;
+            rows.push(result(version, rule, 10 + i, "pass"));
+            rows.push(result(version, rule, 30 + i, "fail"));
+        }
+        rows.push(result(version, "a", 40, "no_evidence"));
+        rows.push(result(version, "a", 40, "pass"));
+        rows.push(result(version, "b", 20, "not_applicable"));
+        rows.push(result(version, "c", 50, "pass"));
+        store.append_results(&rows).expect("append");
+        for at in [0, 9, 10, 15, 20, 25, 33, 37, 40, 45, 50, 60] {
+            let through_heads = outcomes(store.outcomes_as_of(version, at).expect("heads"));
+            let scanned = store.results_as_of(version, at, None).expect("scan");
+            let scanned: Vec<_> = {
+                let mut v: Vec<_> = scanned
+                    .into_iter()
+                    .map(|r| (r.agent_id, r.rule_id, r.outcome))
+                    .collect();
+                v.sort();
+                v
+            };
+            assert_eq!(through_heads, scanned, "as of {at}");
+        }
+        // Only the newest results changed after 45: these are seeks, not a scan.
+        let at_45 = outcomes(store.outcomes_as_of(version, 45).expect("heads"));
+        assert!(at_45.contains(&("agt-1".into(), "c".into(), "fail".into())));
+        assert!(at_45.contains(&("agt-1".into(), "a".into(), "no_evidence".into())));
+    }
+
+    #[test]
+    fn a_result_recorded_at_or_before_a_stored_day_makes_it_and_later_days_stale() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("store");
+        crate::store::enrol_for_test(&store, dir.path(), &HostFacts::default());
+        let version = store
+            .activate_policy(b"h", "p", "test", "text", 0)
+            .expect("policy");
+        for day in [100, 200, 300] {
+            store.put_trend_day(version, day, "{}").expect("put");
+        }
+        store
+            .append_results(&[result(version, "a", 400, "pass")])
+            .expect("append");
+        assert_eq!(store.trend_days(version, 0, 1000).expect("days").len(), 3);
+        store
+            .append_results(&[result(version, "a", 200, "fail")])
+            .expect("append");
+        let days: Vec<i64> = store
+            .trend_days(version, 0, 1000)
+            .expect("days")
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
+        assert_eq!(days, vec![100]);
+    }
 }

@@ -23,7 +23,8 @@ mod judgements;
 mod reviewers;
 pub use exports::{EvidenceRef, ExportEvidence, ExportResult};
 pub use judgements::{
-    ActionRow, ActionTx, EventError, EventRow, HostRow, ItemRow, PolicyRow, ResultRow,
+    ActionRow, ActionTx, EventError, EventRow, HostRow, ItemRow, PolicyRow, RecordedOutcome,
+    ResultRow,
 };
 pub use reviewers::{AuditEntry, AuditRow, ChainPosition, SessionRow, UserRow};
 
@@ -35,6 +36,7 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0005_checkpoints.sql")),
     M::up(include_str!("migrations/0006_reviewers.sql")),
     M::up(include_str!("migrations/0007_batch_compression.sql")),
+    M::up(include_str!("migrations/0008_fleet_summary.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ pub mod enrolment;
 pub mod evidence;
 pub mod exports;
 pub mod host;
+pub mod trend;
 
 use std::collections::HashMap;
 
@@ -21,7 +22,8 @@ use crate::policy::Condition;
 use crate::policy::judge::{Judgement, RuleOutcome};
 pub use crate::status::Detail;
 use crate::status::{self, HostVerdicts, PolicyInForce, StatusError, StatusReport};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+pub use trend::{TREND_DAYS, Trend};
 
 /// A host with no evidence for this long counts as stale when the policy has no silence rule.
 pub const DEFAULT_STALE_AFTER_MS: i64 = 24 * 3600 * 1000;
@@ -45,37 +47,95 @@ pub struct HostSummary {
     pub stale: bool,
 }
 
+/// One host of the fleet before it is shown: what filters and counts need, with its times
+/// left unformatted until the host lands on a page.
+#[derive(Debug, Clone)]
+pub struct FleetHost {
+    pub agent_id: String,
+    pub hostname: String,
+    pub os_family: String,
+    pub enrolled_at_ms: i64,
+    pub last_contact_ms: Option<i64>,
+    pub status: RuleOutcome,
+    /// Rules failing or without evidence, in policy order.
+    pub failing_rules: Vec<String>,
+    pub stale: bool,
+}
+
+impl FleetHost {
+    pub fn summary(&self) -> HostSummary {
+        HostSummary {
+            agent_id: self.agent_id.clone(),
+            hostname: self.hostname.clone(),
+            os_family: self.os_family.clone(),
+            enrolled_at: format_unix_ms(self.enrolled_at_ms),
+            last_contact: self.last_contact_ms.map(format_unix_ms),
+            last_contact_ms: self.last_contact_ms,
+            status: self.status,
+            failing_rules: self.failing_rules.clone(),
+            stale: self.stale,
+        }
+    }
+}
+
 /// The fleet as of a moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Fleet {
     pub status: StatusReport,
-    pub hosts: Vec<HostSummary>,
+    pub hosts: Vec<FleetHost>,
     pub stale_after_ms: i64,
+    /// Per rule, the recorded (agent, rule) results passing and in scope, revoked agents
+    /// included: the trend's point at this moment.
+    pub recorded: trend::Counts,
 }
 
 /// Control status and host summaries as recorded by `as_of_ms`; `detail` says whether the
 /// report lists each failing host per rule (a control's page) or only counts (the overview).
+///
+/// The outcomes come from `Store::outcomes_as_of` (one row per host and rule, not every
+/// result ever recorded); only `Detail::Findings` reads the detail, of the failing ones.
 pub fn fleet(store: &Store, as_of_ms: i64, detail: Detail) -> Result<Fleet, StatusError> {
     let in_force = status::policy_in_force(store, as_of_ms)?;
     let rows = store.hosts_as_of(as_of_ms)?;
+    let recorded = match in_force.version {
+        Some(version) => store.outcomes_as_of(version, as_of_ms)?,
+        None => Vec::new(),
+    };
+    let failing = |o: RuleOutcome| matches!(o, RuleOutcome::Fail | RuleOutcome::NoEvidence);
+    let mut details: HashMap<i64, crate::store::ResultRow> = HashMap::new();
+    if detail == Detail::Findings {
+        let ids: Vec<i64> = recorded
+            .iter()
+            .filter(|r| RuleOutcome::parse(&r.outcome).is_some_and(failing))
+            .map(|r| r.result_id)
+            .collect();
+        details = ids
+            .iter()
+            .copied()
+            .zip(store.results_by_id(&ids)?)
+            .collect();
+    }
+    let counts = trend::counts(&recorded);
     let mut judged: HashMap<String, Vec<(String, Judgement)>> = HashMap::new();
-    if let Some(version) = in_force.version {
-        for result in store.results_as_of(version, as_of_ms, None)? {
-            let Some(outcome) = RuleOutcome::parse(&result.outcome) else {
-                continue;
-            };
-            judged.entry(result.agent_id).or_default().push((
-                result.rule_id,
-                Judgement {
-                    outcome,
-                    detail: result.detail,
-                    offending: result.offending,
-                    evidence: result.evidence,
-                    decided_by_received_ms: None,
-                    decided_by_observed_ms: None,
-                },
-            ));
-        }
+    for result in recorded {
+        let Some(outcome) = RuleOutcome::parse(&result.outcome) else {
+            continue;
+        };
+        let (detail, offending, evidence) = match details.remove(&result.result_id) {
+            Some(row) => (row.detail, row.offending, row.evidence),
+            None => Default::default(),
+        };
+        judged.entry(result.agent_id).or_default().push((
+            result.rule_id,
+            Judgement {
+                outcome,
+                detail,
+                offending,
+                evidence,
+                decided_by_received_ms: None,
+                decided_by_observed_ms: None,
+            },
+        ));
     }
     // Rules in policy order, so the report reads like the policy.
     let order: HashMap<&str, usize> = in_force
@@ -101,25 +161,24 @@ pub fn fleet(store: &Store, as_of_ms: i64, detail: Detail) -> Result<Fleet, Stat
     let contacts: HashMap<String, i64> = store.last_contacts(as_of_ms)?.into_iter().collect();
     let stale_after_ms = stale_after(&in_force);
     let hosts = rows
-        .iter()
+        .into_iter()
         .map(|row| {
             let judgements = judged.get(&row.agent_id).unwrap_or(&empty);
             let failing_rules: Vec<String> = judgements
                 .iter()
-                .filter(|(_, j)| matches!(j.outcome, RuleOutcome::Fail | RuleOutcome::NoEvidence))
+                .filter(|(_, j)| failing(j.outcome))
                 .map(|(id, _)| id.clone())
                 .collect();
             let last_contact_ms = contacts.get(&row.agent_id).copied();
-            HostSummary {
-                agent_id: row.agent_id.clone(),
-                hostname: row.hostname.clone(),
-                os_family: row.os_family.clone(),
-                enrolled_at: format_unix_ms(row.enrolled_at_ms),
-                last_contact: last_contact_ms.map(format_unix_ms),
-                last_contact_ms,
+            FleetHost {
                 status: worst(judgements.iter().map(|(_, j)| j.outcome)),
                 failing_rules,
                 stale: last_contact_ms.is_none_or(|ms| as_of_ms - ms > stale_after_ms),
+                agent_id: row.agent_id,
+                hostname: row.hostname,
+                os_family: row.os_family,
+                enrolled_at_ms: row.enrolled_at_ms,
+                last_contact_ms,
             }
         })
         .collect();
@@ -127,7 +186,21 @@ pub fn fleet(store: &Store, as_of_ms: i64, detail: Detail) -> Result<Fleet, Stat
         status: report,
         hosts,
         stale_after_ms,
+        recorded: counts,
     })
+}
+
+/// How many actions are pending as of `as_of_ms`, and how many of those are overdue: the
+/// overview's tiles, from each action's newest event rather than its whole trail.
+pub fn action_counts(store: &Store, as_of_ms: i64) -> Result<(usize, usize), StoreError> {
+    let (mut pending, mut overdue) = (0, 0);
+    for (state, due_at_ms) in store.action_states(as_of_ms)? {
+        if crate::actions::State::parse(&state).is_some_and(|s| s.is_pending()) {
+            pending += 1;
+            overdue += usize::from(due_at_ms.is_some_and(|d| as_of_ms > d));
+        }
+    }
+    Ok((pending, overdue))
 }
 
 /// The policy's tightest silence threshold, else a day.
@@ -196,9 +269,14 @@ pub fn host_page(
     filter: &HostFilter,
     as_of_ms: i64,
 ) -> Result<HostPage, StatusError> {
-    let mut os_families: Vec<String> = fleet.hosts.iter().map(|h| h.os_family.clone()).collect();
-    os_families.sort();
-    os_families.dedup();
+    let os_families: Vec<String> = fleet
+        .hosts
+        .iter()
+        .map(|h| h.os_family.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
     let q = filter
         .q
         .as_deref()
@@ -207,7 +285,7 @@ pub fn host_page(
         .map(str::to_lowercase);
     let os = filter.os.as_deref().filter(|s| !s.is_empty());
     let wanted_status = filter.status.as_deref().filter(|s| !s.is_empty());
-    let mut hosts: Vec<&HostSummary> = fleet
+    let mut hosts: Vec<&FleetHost> = fleet
         .hosts
         .iter()
         .filter(|h| {
@@ -250,7 +328,7 @@ pub fn host_page(
             .into_iter()
             .skip((page - 1) * PAGE_SIZE)
             .take(PAGE_SIZE)
-            .cloned()
+            .map(FleetHost::summary)
             .collect(),
         os_families,
     })
@@ -263,108 +341,3 @@ pub const CHECKS: [CheckKind; 4] = [
     CheckKind::DiskEncryption,
     CheckKind::Backup,
 ];
-
-/// Days of history the overview's trend shows.
-pub const TREND_DAYS: usize = 30;
-
-/// The share of in-scope (host, rule) results passing at the end of each day, per control and
-/// for the whole fleet, from the results recorded under the policy version in force.
-#[derive(Debug, Clone, Serialize)]
-pub struct Trend {
-    /// The end of each day, oldest first.
-    pub days: Vec<String>,
-    /// Per day, `None` before anything was recorded.
-    pub fleet: Vec<Option<f64>>,
-    pub controls: Vec<(String, Vec<Option<f64>>)>,
-}
-
-/// One pass over the changes of the period, keeping per-rule counters, so the cost grows with
-/// the number of changes rather than with hosts times days.
-pub fn trend(
-    store: &Store,
-    in_force: &PolicyInForce,
-    as_of_ms: i64,
-    days: usize,
-) -> Result<Trend, StatusError> {
-    const DAY_MS: i64 = 86_400_000;
-    let ends: Vec<i64> = (0..days)
-        .rev()
-        .map(|back| as_of_ms - back as i64 * DAY_MS)
-        .collect();
-    let controls = in_force.policy.controls();
-    let mut out = Trend {
-        days: ends.iter().map(|ms| format_unix_ms(*ms)).collect(),
-        fleet: Vec::with_capacity(days),
-        controls: controls.iter().map(|c| (c.clone(), Vec::new())).collect(),
-    };
-    let Some(version) = in_force.version else {
-        out.fleet = vec![None; days];
-        for (_, points) in &mut out.controls {
-            *points = vec![None; days];
-        }
-        return Ok(out);
-    };
-    let start = ends[0] - DAY_MS;
-    // (agent, rule) -> outcome; per rule: (passing, in scope).
-    let mut current: HashMap<(String, String), RuleOutcome> = HashMap::new();
-    let mut counts = Counters::new();
-    for row in store.results_as_of(version, start, None)? {
-        if let Some(o) = RuleOutcome::parse(&row.outcome) {
-            apply(&mut current, &mut counts, row.agent_id, row.rule_id, o);
-        }
-    }
-    let mut changes = store
-        .version_results_between(version, start + 1, as_of_ms)?
-        .into_iter()
-        .peekable();
-    for end in &ends {
-        while let Some(row) = changes.next_if(|r| r.at_ms <= *end) {
-            if let Some(o) = RuleOutcome::parse(&row.outcome) {
-                apply(&mut current, &mut counts, row.agent_id, row.rule_id, o);
-            }
-        }
-        let rate = |rules: &mut dyn Iterator<Item = &String>| {
-            let (p, t) = rules
-                .filter_map(|r| counts.get(r))
-                .fold((0, 0), |(p, t), (rp, rt)| (p + rp, t + rt));
-            (t > 0).then(|| p as f64 / t as f64)
-        };
-        out.fleet.push(rate(&mut counts.keys()));
-        for (control, points) in &mut out.controls {
-            let mut rules = in_force
-                .policy
-                .rules
-                .iter()
-                .filter(|r| r.controls.contains(control))
-                .map(|r| &r.id);
-            points.push(rate(&mut rules));
-        }
-    }
-    Ok(out)
-}
-
-type Counters = HashMap<String, (i64, i64)>;
-
-/// Moves (agent, rule) to `outcome`, keeping each rule's (passing, in scope) counts.
-fn apply(
-    current: &mut HashMap<(String, String), RuleOutcome>,
-    counts: &mut Counters,
-    agent: String,
-    rule: String,
-    outcome: RuleOutcome,
-) {
-    let count = |o: RuleOutcome| match o {
-        RuleOutcome::Pass => (1, 1),
-        RuleOutcome::Fail | RuleOutcome::NoEvidence => (0, 1),
-        RuleOutcome::NotApplicable => (0, 0),
-    };
-    let entry = counts.entry(rule.clone()).or_default();
-    if let Some(old) = current.insert((agent, rule), outcome) {
-        let (p, t) = count(old);
-        entry.0 -= p;
-        entry.1 -= t;
-    }
-    let (p, t) = count(outcome);
-    entry.0 += p;
-    entry.1 += t;
-}

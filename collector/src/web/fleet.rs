@@ -8,7 +8,6 @@ use serde::Deserialize;
 
 use super::session::{Layout, Signed};
 use super::{AppState, AsOf, WebError, chart, encode_query};
-use crate::actions::ActionView;
 use crate::policy::Catalogue;
 use crate::status::{ControlStatus, Finding};
 use crate::views::{self, HostFilter, HostPage, evidence::EvidenceDetail, host::HostDetail};
@@ -58,12 +57,13 @@ pub async fn overview(
     Query(query): Query<OverviewQuery>,
 ) -> Result<Html<String>, WebError> {
     let at = as_of.ms;
-    let (fleet, trend, actions) = state
+    let (fleet, trend, (pending_actions, overdue_actions)) = state
         .db(move |store| {
             let fleet = views::fleet(store, at, views::Detail::Counts)?;
             let in_force = crate::status::policy_in_force(store, at)?;
-            let trend = views::trend(store, &in_force, at, views::TREND_DAYS)?;
-            let actions = crate::actions::list(store, at)?;
+            let trend =
+                views::trend::trend(store, &in_force, at, views::TREND_DAYS, &fleet.recorded)?;
+            let actions = views::action_counts(store, at)?;
             Ok((fleet, trend, actions))
         })
         .await?;
@@ -102,7 +102,6 @@ pub async fn overview(
             control: c.clone(),
         })
         .collect();
-    let pending: Vec<&ActionView> = actions.iter().filter(|a| a.state.is_pending()).collect();
     render(OverviewPage {
         layout: Layout::new(&signed, &as_of, "/", "overview"),
         frameworks,
@@ -119,8 +118,8 @@ pub async fn overview(
             .filter(|h| h.status == crate::policy::judge::RuleOutcome::Fail)
             .count(),
         stale_hosts: fleet.hosts.iter().filter(|h| h.stale).count(),
-        pending_actions: pending.len(),
-        overdue_actions: pending.iter().filter(|a| a.overdue).count(),
+        pending_actions,
+        overdue_actions,
         controls,
         chart: chart::line(&trend.fleet, 640, 160, true),
         trend_from: trend.days.first().cloned().unwrap_or_default(),
