@@ -77,6 +77,13 @@ enum Command {
     },
     /// Only the stored-bytes figure: append hourly cycles through the store and measure.
     Storage,
+    /// Only the idle-connection figure: enrol the largest size, then hold idle Report streams
+    /// open at each size and read the collector's resident memory (about a minute at 10,000).
+    Idle {
+        /// Fleet sizes (comma-separated, ascending).
+        #[arg(long, default_value = "1000,5000,10000", value_delimiter = ',')]
+        agents: Vec<usize>,
+    },
     /// Only the web-page figure: build a collector database and time its pages.
     Pages {
         #[command(flatten)]
@@ -202,6 +209,26 @@ async fn run(command: Command, command_line: String) -> anyhow::Result<()> {
             let heavy = payload::heavy_patch().await?;
             let figures = storage::measure(work.path(), &cycle, &heavy)?;
             println!("{}", suite::storage_table(&figures));
+            Ok(())
+        }
+        Command::Idle { agents } => {
+            let largest = agents.iter().copied().max().unwrap_or(0);
+            anyhow::ensure!(largest > 0, "--agents needs a size above 0");
+            let work = tempfile::tempdir()?;
+            let collector = collector::CollectorProcess::start(&work.path().join("idle"), &[])?;
+            let started = std::time::Instant::now();
+            let fleet = fleet::enrol(
+                &collector.url,
+                &collector.token(largest)?,
+                collector.fingerprint,
+                largest,
+                32,
+            )
+            .await?;
+            let enrol_secs = started.elapsed().as_secs_f64();
+            let idle = suite::idle_connections(&collector, &fleet, &agents, enrol_secs).await?;
+            println!("{}", idle.table);
+            collector.stop()?;
             Ok(())
         }
         Command::Pages { pages } => {

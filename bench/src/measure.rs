@@ -57,6 +57,33 @@ pub fn run_sampled(
     Ok((status, children_cpu()?.saturating_sub(before), peak))
 }
 
+/// User plus system CPU time a running process has used so far (`/proc/PID/stat`).
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: count fields after its end.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc counts in USER_HZ, which Linux fixes at 100 for user space on every architecture
+    // the bench runs on.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Waits until `pid` has been idle (under 5 % of a core) for a whole half-second, or `limit`.
+pub async fn until_idle(pid: u32, limit: Duration) {
+    let started = std::time::Instant::now();
+    let mut last = process_cpu(pid);
+    while started.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = process_cpu(pid);
+        if let (Some(before), Some(after)) = (last, now)
+            && after.saturating_sub(before) < Duration::from_millis(25)
+        {
+            return;
+        }
+        last = now;
+    }
+}
+
 pub fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }

@@ -432,7 +432,7 @@ async fn measure(
     client.sign_in().await?;
     // The collector judges every host once as it starts; let that pass finish, so it does not
     // share the cores with the timed requests.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    crate::measure::until_idle(collector.pid(), Duration::from_secs(120)).await;
     let as_of = humantime::format_rfc3339_seconds(
         std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(end_ms - DAY_MS)?),
     )

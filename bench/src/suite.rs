@@ -381,48 +381,15 @@ async fn fleet_figures(
     )
     .await?;
     let enrol_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let base = measure::memory(collector.pid())
-        .context("collector memory")?
-        .rss;
-    let mut table = format!(
-        "### Idle connections\n\n{largest} agents enrolled in {enrol_secs:.1} s ({:.0}/s). Collector resident memory with that many agents holding an idle mTLS Report stream open (baseline with none: {:.1} MiB):\n\n| connected | collector RSS | per 1,000 agents |\n|---:|---:|---:|\n",
-        largest as f64 / enrol_secs,
-        mib(base)
-    );
-    let mut streams = Vec::new();
-    let mut opened = 0;
-    let mut per_thousand_at_largest = None;
-    for &size in &config.idle_agents {
-        let batch = fleet::hold_idle(&collector.url, &fleet[opened..size], 64).await?;
-        opened = size;
-        streams.push(batch);
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let rss = measure::memory(collector.pid())
-            .context("collector memory")?
-            .rss;
-        let per_thousand = (rss.saturating_sub(base)) as f64 / size as f64 * 1000.0;
-        let _ = writeln!(
-            table,
-            "| {size} | {:.1} MiB | {:.2} MiB |",
-            mib(rss),
-            mib(per_thousand as u64)
-        );
-        println!("idle {size}: rss {:.1} MiB", mib(rss));
-        if size == largest {
-            per_thousand_at_largest = Some(per_thousand);
-        }
-    }
-    let connected: usize = streams.iter().map(fleet::IdleStreams::len).sum();
-    drop(streams);
-    report.sections.push(table);
+    let idle = idle_connections(&collector, &fleet, &config.idle_agents, enrol_secs).await?;
+    report.sections.push(idle.table);
     report.figure(
         "concurrently connected idle agents on one collector",
         ">= 10,000 here",
-        format!("{connected}"),
-        Some(connected >= 10_000),
+        format!("{}", idle.connected),
+        Some(idle.connected >= 10_000),
     );
-    if let Some(per) = per_thousand_at_largest {
+    if let Some(per) = idle.per_thousand_at_largest {
         report.figure(
             "collector memory per 1,000 connected agents",
             "<= 24 MiB",
@@ -472,6 +439,68 @@ async fn fleet_figures(
         );
     }
     Ok(())
+}
+
+/// The idle-connection table and what the summary takes from it.
+#[derive(Debug)]
+pub struct IdleFigures {
+    pub table: String,
+    /// Streams open at the end.
+    pub connected: usize,
+    /// Resident bytes per 1,000 connections above the baseline, at the largest size.
+    pub per_thousand_at_largest: Option<f64>,
+}
+
+/// Opens an idle mTLS Report stream for the first `size` agents of `fleet`, for each of `sizes`
+/// (ascending) in turn, and reads the collector's resident memory after each step.
+pub async fn idle_connections(
+    collector: &CollectorProcess,
+    fleet: &[fleet::SimAgent],
+    sizes: &[usize],
+    enrol_secs: f64,
+) -> anyhow::Result<IdleFigures> {
+    let largest = sizes.iter().copied().max().unwrap_or(0);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let base = measure::memory(collector.pid())
+        .context("collector memory")?
+        .rss;
+    let mut table = format!(
+        "### Idle connections\n\n{largest} agents enrolled in {enrol_secs:.1} s ({:.0}/s). Collector resident memory with that many agents holding an idle mTLS Report stream open (baseline with none: {:.1} MiB):\n\n| connected | collector RSS | per 1,000 agents |\n|---:|---:|---:|\n",
+        largest as f64 / enrol_secs,
+        mib(base)
+    );
+    let mut streams = Vec::new();
+    let mut opened = 0;
+    let mut per_thousand_at_largest = None;
+    for &size in sizes {
+        let batch = fleet::hold_idle(&collector.url, &fleet[opened..size], 64).await?;
+        opened = size;
+        streams.push(batch);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = measure::memory(collector.pid())
+            .context("collector memory")?
+            .rss;
+        let per_thousand = (rss.saturating_sub(base)) as f64 / size as f64 * 1000.0;
+        let _ = writeln!(
+            table,
+            "| {size} | {:.1} MiB | {:.2} MiB |",
+            mib(rss),
+            mib(per_thousand as u64)
+        );
+        println!(
+            "idle {size}: rss {:.1} MiB, {:.1} KiB per connection",
+            mib(rss),
+            per_thousand / 1000.0 / 1024.0
+        );
+        if size == largest {
+            per_thousand_at_largest = Some(per_thousand);
+        }
+    }
+    Ok(IdleFigures {
+        table,
+        connected: streams.iter().map(fleet::IdleStreams::len).sum(),
+        per_thousand_at_largest,
+    })
 }
 
 /// Web-page latency at each fleet size (see pages.rs).

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{Service, http};
 use tracing::{debug, info, warn};
 
 use crate::ca::{CaPaths, CertificateAuthority};
@@ -182,10 +183,7 @@ pub async fn run(config: ServeConfig, shutdown: impl Future<Output = ()>) -> any
             v1::enrollment_server::EnrollmentServer::new(enrollment)
                 .max_decoding_message_size(64 * 1024),
         )
-        .add_service(
-            v1::evidence_server::EvidenceServer::new(evidence)
-                .max_decoding_message_size(config.max_message_bytes),
-        )
+        .add_service(ReportRoute::new(evidence, config.max_message_bytes))
         .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown)
         .await;
     accept.abort();
@@ -229,6 +227,113 @@ async fn accept_loop(
                 Err(_) => debug!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// Per-stream codec buffers for Report: tonic's default is 8 KiB each way, allocated when the
+/// stream opens and held while it idles, which for ten thousand connected agents is most of
+/// their memory (issue 10). A batch larger than this grows the decode buffer as it arrives;
+/// acks are a few dozen bytes.
+const REPORT_CODEC_BUFFER_BYTES: usize = 512;
+
+/// The Report stream's codec: prost with small buffers.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReportCodec;
+
+impl tonic::codec::Codec for ReportCodec {
+    type Encode = v1::ReportResponse;
+    type Decode = v1::ReportRequest;
+    type Encoder = tonic_prost::ProstEncoder<v1::ReportResponse>;
+    type Decoder = tonic_prost::ProstDecoder<v1::ReportRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstEncoder::new(report_buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(report_buffers())
+    }
+}
+
+fn report_buffers() -> tonic::codec::BufferSettings {
+    // The yield threshold stays tonic's default: it bounds how much a busy stream encodes
+    // before yielding, not what an idle one holds.
+    tonic::codec::BufferSettings::new(REPORT_CODEC_BUFFER_BYTES, 32 * 1024)
+}
+
+/// The Evidence service with Report served through [`ReportCodec`]; every other method goes
+/// to the generated server unchanged.
+#[derive(Debug, Clone)]
+struct ReportRoute {
+    service: Arc<EvidenceService>,
+    generated: v1::evidence_server::EvidenceServer<EvidenceService>,
+    max_message_bytes: usize,
+}
+
+impl ReportRoute {
+    fn new(service: EvidenceService, max_message_bytes: usize) -> Self {
+        let service = Arc::new(service);
+        ReportRoute {
+            generated: v1::evidence_server::EvidenceServer::from_arc(service.clone())
+                .max_decoding_message_size(max_message_bytes),
+            service,
+            max_message_bytes,
+        }
+    }
+}
+
+impl tonic::server::NamedService for ReportRoute {
+    const NAME: &'static str = v1::evidence_server::SERVICE_NAME;
+}
+
+/// Adapts `Evidence::report` to tonic's streaming handler.
+struct ReportHandler(Arc<EvidenceService>);
+
+impl tonic::server::StreamingService<v1::ReportRequest> for ReportHandler {
+    type Response = v1::ReportResponse;
+    type ResponseStream = <EvidenceService as v1::evidence_server::Evidence>::ReportStream;
+    type Future = std::pin::Pin<
+        Box<
+            dyn Future<Output = Result<tonic::Response<Self::ResponseStream>, tonic::Status>>
+                + Send,
+        >,
+    >;
+
+    fn call(
+        &mut self,
+        request: tonic::Request<tonic::Streaming<v1::ReportRequest>>,
+    ) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move {
+            <EvidenceService as v1::evidence_server::Evidence>::report(&service, request).await
+        })
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for ReportRoute {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        if request.uri().path() != "/evident.v1.Evidence/Report" {
+            return Box::pin(self.generated.call(request));
+        }
+        let handler = ReportHandler(self.service.clone());
+        let max_message_bytes = self.max_message_bytes;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ReportCodec)
+                .apply_max_message_size_config(Some(max_message_bytes), None);
+            Ok(grpc.streaming(handler, request).await)
+        })
     }
 }
 

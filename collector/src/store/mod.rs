@@ -730,11 +730,10 @@ fn append_in(
     let agent_id = identity.agent_id.as_str();
     // Checked in the transaction that appends, so a revocation takes effect on the next
     // batch even of a stream that was opened before it.
-    let state: String = tx.query_row(
-        "SELECT state FROM agents WHERE agent_id = ?1",
-        [agent_id],
-        |r| r.get(0),
-    )?;
+    // Statements are cached: parsing them again for every batch cost more than running them.
+    let state: String = tx
+        .prepare_cached("SELECT state FROM agents WHERE agent_id = ?1")?
+        .query_row([agent_id], |r| r.get(0))?;
     if state != "active" {
         return Err(AppendError::NotActive {
             agent_id: agent_id.to_owned(),
@@ -742,12 +741,11 @@ fn append_in(
         });
     }
     let head: Option<(u64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT sequence, hash FROM evidence WHERE agent_id = ?1 ORDER BY sequence DESC LIMIT 1",
-                [agent_id],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-            )
-            .optional()?;
+        .prepare_cached(
+            "SELECT sequence, hash FROM evidence WHERE agent_id = ?1 ORDER BY sequence DESC LIMIT 1",
+        )?
+        .query_row([agent_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .optional()?;
     let mut duplicates = 0;
     let mut first_new = batch.items.len();
     let mut cached_batch: Option<(i64, Vec<Vec<u8>>)> = None;
@@ -766,11 +764,12 @@ fn append_in(
             continue;
         }
         let existing: Option<(i64, i64)> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT batch_id, item_index FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
-                params![agent_id, item.sequence as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![agent_id, item.sequence as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         let (batch_id, item_index) = existing.ok_or(AppendError::OutOfOrder {
             sequence: item.sequence,
