@@ -633,6 +633,9 @@ pub async fn run_loop(
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut refused: Option<[u8; 32]> = None;
+    // How long the last pass took: arrivals are gathered at least that long, so that under a
+    // flood of batches judging takes at most about half of one core from ingest.
+    let mut last_pass = std::time::Duration::ZERO;
     loop {
         #[cfg(unix)]
         let hup = async {
@@ -649,7 +652,7 @@ pub async fn run_loop(
             _ = arrivals.wait() => {
                 // Gather what else arrives meanwhile, so a flood of batches is judged in
                 // passes over many hosts rather than one pass per batch.
-                tokio::time::sleep(ARRIVAL_GATHER).await;
+                tokio::time::sleep(ARRIVAL_GATHER.max(last_pass)).await;
                 Some(arrivals.take())
             }
             _ = ticker.tick() => None,
@@ -662,10 +665,12 @@ pub async fn run_loop(
             reload(&evaluator, &source, &mut refused).await;
         }
         let evaluator = evaluator.clone();
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
             evaluator.run(only.as_ref(), crate::model::now_unix_ms())
         })
         .await;
+        last_pass = started.elapsed();
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => warn!(%error, "evaluation failed; it is retried on the next tick"),

@@ -134,6 +134,55 @@ pub(super) fn signed_items(
         .transpose()
 }
 
+/// Items of stored batches for one reader: a host's newest items mostly share a batch (its
+/// last cycle), so the batch it read last is kept split, and dictionaries are kept unpacked.
+#[derive(Debug, Default)]
+pub(super) struct BatchItems {
+    dictionaries: Dictionaries,
+    /// The batch read last: its id and its items, or why they cannot be read.
+    last: Option<(i64, SplitBatch)>,
+}
+
+type SplitBatch = Result<Vec<Vec<u8>>, String>;
+
+impl BatchItems {
+    /// Item `index` of batch `batch_id` as signed, or why it cannot be read.
+    pub(super) fn item(
+        &mut self,
+        conn: &Connection,
+        batch_id: i64,
+        index: i64,
+    ) -> Result<Result<Vec<u8>, String>, StoreError> {
+        if self.last.as_ref().map(|(id, _)| *id) != Some(batch_id) {
+            let stored: Option<(Vec<u8>, Option<i64>)> = conn
+                .prepare_cached("SELECT items, items_dictionary FROM batches WHERE id = ?1")?
+                .query_row([batch_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let items = match stored {
+                None => Err(format!("batch {batch_id}: it is missing")),
+                Some((blob, dictionary)) => self
+                    .dictionaries
+                    .unpack(conn, blob, dictionary)?
+                    .map_err(|e| format!("batch {batch_id}: {e}"))
+                    .and_then(|batch| {
+                        crate::convert::split_item_list(&batch)
+                            .map_err(|e| format!("batch {batch_id} does not split into items: {e}"))
+                    }),
+            };
+            self.last = Some((batch_id, items));
+        }
+        let items = &self.last.as_ref().expect("just filled").1;
+        Ok(match items {
+            Ok(items) => usize::try_from(index)
+                .ok()
+                .and_then(|i| items.get(i))
+                .cloned()
+                .ok_or_else(|| format!("batch {batch_id} has no item {index}")),
+            Err(e) => Err(e.clone()),
+        })
+    }
+}
+
 fn compress(data: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, StoreError> {
     let failed = |code| {
         StoreError::Corrupt(format!(

@@ -149,6 +149,7 @@ impl Store {
         as_of_ms: i64,
     ) -> Result<Vec<ItemRow>, StoreError> {
         let conn = self.conn()?;
+        let mut batches = super::batch_blobs::BatchItems::default();
         let mut out = Vec::new();
         for kind in kinds {
             let row: Option<(i64, i64, i64, i64, i64, i64)> = conn
@@ -162,7 +163,7 @@ impl Store {
                 })
                 .optional()?;
             if let Some(row) = row {
-                out.push(item_row(&conn, row)?);
+                out.push(item_row(&conn, &mut batches, row)?);
             }
         }
         Ok(out)
@@ -199,6 +200,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         const PAGE: i64 = 32;
         let mut below = below_sequence as i64;
+        let mut batches = super::batch_blobs::BatchItems::default();
         loop {
             let page: Vec<ItemRow> = {
                 let conn = self.conn()?;
@@ -221,7 +223,7 @@ impl Store {
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 rows.into_iter()
-                    .map(|row| item_row(&conn, row))
+                    .map(|row| item_row(&conn, &mut batches, row))
                     .collect::<Result<_, _>>()?
             };
             let Some(last) = page.last() else {
@@ -750,6 +752,7 @@ fn insert_event(
 
 fn item_row(
     conn: &rusqlite::Connection,
+    batches: &mut super::batch_blobs::BatchItems,
     (sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index): (
         i64,
         i64,
@@ -759,26 +762,12 @@ fn item_row(
         i64,
     ),
 ) -> Result<ItemRow, StoreError> {
-    let bytes = super::batch_blobs::signed_items(conn, batch_id)?
-        .unwrap_or_else(|| Err("it is missing".into()))
-        .map_err(|e| format!("batch {batch_id}: {e}"))
-        .and_then(|batch| {
-            crate::convert::split_item_list(&batch)
-                .map_err(|e| format!("batch {batch_id} does not split into items: {e}"))
-        })
-        .and_then(|mut items| {
-            usize::try_from(item_index)
-                .ok()
-                .filter(|i| *i < items.len())
-                .map(|i| items.swap_remove(i))
-                .ok_or_else(|| format!("batch {batch_id} has no item {item_index}"))
-        });
     Ok(ItemRow {
         sequence: sequence as u64,
         check_kind,
         observed_at_ms,
         received_at_ms,
-        bytes,
+        bytes: batches.item(conn, batch_id, item_index)?,
     })
 }
 
