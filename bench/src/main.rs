@@ -84,6 +84,13 @@ enum Command {
         #[arg(long, default_value = "1000,5000,10000", value_delimiter = ',')]
         agents: Vec<usize>,
     },
+    /// Time the web pages again on the database a `pages` run left in --pages-dir.
+    PagesAgain {
+        #[arg(long)]
+        pages_dir: PathBuf,
+        #[arg(long, default_value_t = 30)]
+        pages_requests: usize,
+    },
     /// Only the web-page figure: build a collector database and time its pages.
     Pages {
         #[command(flatten)]
@@ -229,6 +236,19 @@ async fn run(command: Command, command_line: String) -> anyhow::Result<()> {
             let idle = suite::idle_connections(&collector, &fleet, &agents, enrol_secs).await?;
             println!("{}", idle.table);
             collector.stop()?;
+            Ok(())
+        }
+        Command::PagesAgain {
+            pages_dir,
+            pages_requests,
+        } => {
+            for (page, p50, p95) in pages::measure_again(&pages_dir, pages_requests).await? {
+                println!(
+                    "{page}: p50 {:.1} ms, p95 {:.1} ms",
+                    pages::ms(p50),
+                    pages::ms(p95)
+                );
+            }
             Ok(())
         }
         Command::Pages { pages } => {

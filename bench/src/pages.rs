@@ -104,7 +104,7 @@ pub async fn run(config: &PagesConfig, cycle: &[Observation]) -> anyhow::Result<
         let (items, rule_results, action_events) = builder.counts()?;
         println!("pages: {hosts} hosts, {items} items built in {build_secs:.0} s; measuring");
         let database_bytes = builder.database_bytes()?;
-        let pages = measure(&data_dir, &builder, config.requests, end_ms).await?;
+        let pages = measure(&data_dir, builder.failing_host(), config.requests, end_ms).await?;
         for (page, p50, p95) in &pages {
             println!(
                 "pages {hosts}: {page} p50 {:.1} ms p95 {:.1} ms",
@@ -416,10 +416,37 @@ impl Builder {
     }
 }
 
+/// Times every page again on the database an earlier run left in `dir` (`pages` under it),
+/// e.g. after a change to the collector.
+pub async fn measure_again(
+    dir: &Path,
+    requests: usize,
+) -> anyhow::Result<Vec<(String, Duration, Duration)>> {
+    let data_dir = dir.join("pages");
+    let (failing_host, newest_ms) = {
+        let conn = rusqlite::Connection::open_with_flags(
+            data_dir.join("collector.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .with_context(|| format!("a page-bench database in {}", data_dir.display()))?;
+        // The builder enrols its failing host first.
+        let host: String = conn.query_row(
+            "SELECT agent_id FROM agents ORDER BY enrolled_at_ms, rowid LIMIT 1",
+            [],
+            |r| r.get(0),
+        )?;
+        let newest: i64 =
+            conn.query_row("SELECT max(received_at_ms) FROM batches", [], |r| r.get(0))?;
+        (host, newest)
+    };
+    let end_ms = (newest_ms + HOUR_MS - 1) / HOUR_MS * HOUR_MS;
+    measure(&data_dir, &failing_host, requests, end_ms).await
+}
+
 /// Starts `serve` on the database, signs in and times every page.
 async fn measure(
     data_dir: &Path,
-    builder: &Builder,
+    failing_host: &str,
     requests: usize,
     end_ms: i64,
 ) -> anyhow::Result<Vec<(String, Duration, Duration)>> {
@@ -440,7 +467,7 @@ async fn measure(
     let mut out = Vec::new();
     for (label, template) in PAGES {
         let path = template
-            .replace("{agent}", builder.failing_host())
+            .replace("{agent}", failing_host)
             .replace("{as_of}", &as_of);
         for _ in 0..(requests / 5).max(1) {
             client.get(&path).await?;

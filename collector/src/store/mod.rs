@@ -290,8 +290,8 @@ impl Drop for ReadConn<'_> {
 }
 
 impl Store {
-    /// Read connections kept open between reads.
-    const IDLE_READERS: usize = 4;
+    /// Read connections kept open between reads (each keeps its page cache).
+    const IDLE_READERS: usize = 3;
 
     /// Opens the database, creating it and applying migrations as needed.
     pub fn open_or_create(path: &Path) -> Result<Store, StoreError> {
@@ -955,8 +955,10 @@ fn open_reader(path: &Path) -> Result<Connection, rusqlite::Error> {
     )?;
     conn.pragma_update(None, "query_only", true)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // 16 MiB of page cache each: the indexes a fleet-wide page walks stay in memory.
-    conn.pragma_update(None, "cache_size", -16_384)?;
+    // 64 MiB of page cache each (filled only as pages are read): a fleet-wide page touches
+    // an index leaf per host (last contacts of 10,000 hosts: 40 MB), and with less every
+    // request read them all from the operating system again (91 ms against 26 ms warm).
+    conn.pragma_update(None, "cache_size", -65_536)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
 }
