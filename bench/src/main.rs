@@ -222,17 +222,8 @@ async fn run(command: Command, command_line: String) -> anyhow::Result<()> {
             let largest = agents.iter().copied().max().unwrap_or(0);
             anyhow::ensure!(largest > 0, "--agents needs a size above 0");
             let work = tempfile::tempdir()?;
-            let collector = collector::CollectorProcess::start(&work.path().join("idle"), &[])?;
-            let started = std::time::Instant::now();
-            let fleet = fleet::enrol(
-                &collector.url,
-                &collector.token(largest)?,
-                collector.fingerprint,
-                largest,
-                32,
-            )
-            .await?;
-            let enrol_secs = started.elapsed().as_secs_f64();
+            let (collector, fleet, enrol_secs) =
+                suite::collector_with_fleet(&work.path().join("idle"), largest).await?;
             let idle = suite::idle_connections(&collector, &fleet, &agents, enrol_secs).await?;
             println!("{}", idle.table);
             collector.stop()?;

@@ -370,17 +370,7 @@ async fn fleet_figures(
     if largest == 0 {
         return Ok(());
     }
-    let collector = CollectorProcess::start(&work.join("fleet"), &[])?;
-    let started = Instant::now();
-    let fleet = fleet::enrol(
-        &collector.url,
-        &collector.token(largest)?,
-        collector.fingerprint,
-        largest,
-        32,
-    )
-    .await?;
-    let enrol_secs = started.elapsed().as_secs_f64();
+    let (collector, fleet, enrol_secs) = collector_with_fleet(&work.join("fleet"), largest).await?;
     let idle = idle_connections(&collector, &fleet, &config.idle_agents, enrol_secs).await?;
     report.sections.push(idle.table);
     report.figure(
@@ -449,6 +439,25 @@ pub struct IdleFigures {
     pub connected: usize,
     /// Resident bytes per 1,000 connections above the baseline, at the largest size.
     pub per_thousand_at_largest: Option<f64>,
+}
+
+/// Starts a collector in `dir` and enrols `count` simulated agents with it; returns them and
+/// the seconds enrolment took.
+pub async fn collector_with_fleet(
+    dir: &Path,
+    count: usize,
+) -> anyhow::Result<(CollectorProcess, Vec<fleet::SimAgent>, f64)> {
+    let collector = CollectorProcess::start(dir, &[])?;
+    let started = Instant::now();
+    let fleet = fleet::enrol(
+        &collector.url,
+        &collector.token(count)?,
+        collector.fingerprint,
+        count,
+        32,
+    )
+    .await?;
+    Ok((collector, fleet, started.elapsed().as_secs_f64()))
 }
 
 /// Opens an idle mTLS Report stream for the first `size` agents of `fleet`, for each of `sizes`

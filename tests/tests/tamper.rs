@@ -32,15 +32,19 @@ fn open_as_attacker(data_dir: &Path) -> Connection {
     conn
 }
 
+/// The batch that holds the agent's item with `sequence`.
+fn batch_of(conn: &Connection, agent_id: &str, sequence: i64) -> i64 {
+    conn.query_row(
+        "SELECT batch_id FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
+        params![agent_id, sequence],
+        |r| r.get(0),
+    )
+    .expect("row")
+}
+
 /// Changes one byte of the hostname inside the signed item with `sequence`; returns the batch id.
 fn rewrite_hostname(conn: &Connection, agent_id: &str, sequence: i64, hostname: &str) -> i64 {
-    let batch_id: i64 = conn
-        .query_row(
-            "SELECT batch_id FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
-            params![agent_id, sequence],
-            |r| r.get(0),
-        )
-        .expect("row");
+    let batch_id = batch_of(conn, agent_id, sequence);
     let mut items = attacker::signed_items(conn, batch_id);
     let at = items
         .windows(hostname.len())
@@ -177,13 +181,7 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
     ] {
         let dir = copy(name);
         let conn = open_as_attacker(&dir);
-        let batch_id: i64 = conn
-            .query_row(
-                "SELECT batch_id FROM evidence WHERE agent_id = ?1 AND sequence = ?2",
-                params![agent_id, target],
-                |r| r.get(0),
-            )
-            .expect("row");
+        let batch_id = batch_of(&conn, &agent_id, target);
         conn.execute_batch("PRAGMA foreign_keys = OFF;")
             .expect("pragma");
         conn.execute(damage, [batch_id]).expect("damage");

@@ -82,6 +82,17 @@ impl Dictionaries {
     /// At most this many unpacked dictionaries are kept (a few MiB).
     const KEPT: usize = 512;
 
+    /// The signed bytes of batch `batch_id` (see `unpack`); `None` when there is no such batch.
+    pub(super) fn signed_items(
+        &mut self,
+        conn: &Connection,
+        batch_id: i64,
+    ) -> Result<Option<Result<Vec<u8>, String>>, StoreError> {
+        stored(conn, batch_id)?
+            .map(|(blob, dictionary)| self.unpack(conn, blob, dictionary))
+            .transpose()
+    }
+
     /// The bytes the agent signed, from `blob` as stored in `batches.items` with its
     /// `items_dictionary`; `Err` says why they cannot be read back (the row was changed).
     pub(super) fn unpack(
@@ -125,13 +136,18 @@ pub(super) fn signed_items(
     conn: &Connection,
     batch_id: i64,
 ) -> Result<Option<Result<Vec<u8>, String>>, StoreError> {
-    let stored: Option<(Vec<u8>, Option<i64>)> = conn
+    Dictionaries::default().signed_items(conn, batch_id)
+}
+
+/// A batch's stored blob and the dictionary it was packed against (none before 0007).
+type StoredBlob = (Vec<u8>, Option<i64>);
+
+/// Batch `batch_id`'s stored blob.
+fn stored(conn: &Connection, batch_id: i64) -> Result<Option<StoredBlob>, StoreError> {
+    Ok(conn
         .prepare_cached("SELECT items, items_dictionary FROM batches WHERE id = ?1")?
         .query_row([batch_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    stored
-        .map(|(blob, dictionary)| Dictionaries::default().unpack(conn, blob, dictionary))
-        .transpose()
+        .optional()?)
 }
 
 /// Items of stored batches for one reader: a host's newest items mostly share a batch (its
@@ -154,11 +170,7 @@ impl BatchItems {
         index: i64,
     ) -> Result<Result<Vec<u8>, String>, StoreError> {
         if self.last.as_ref().map(|(id, _)| *id) != Some(batch_id) {
-            let stored: Option<(Vec<u8>, Option<i64>)> = conn
-                .prepare_cached("SELECT items, items_dictionary FROM batches WHERE id = ?1")?
-                .query_row([batch_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let items = match stored {
+            let items = match stored(conn, batch_id)? {
                 None => Err(format!("batch {batch_id}: it is missing")),
                 Some((blob, dictionary)) => self
                     .dictionaries

@@ -87,10 +87,12 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         // A batch holds many items of the page: split each blob once.
         let mut batches: HashMap<i64, Result<Vec<Vec<u8>>, String>> = HashMap::new();
+        let mut dictionaries = super::batch_blobs::Dictionaries::default();
         let mut out = Vec::with_capacity(rows.len());
         for (mut row, batch_id, item_index) in rows {
             if let Entry::Vacant(slot) = batches.entry(batch_id) {
-                let blob = super::batch_blobs::signed_items(&conn, batch_id)?
+                let blob = dictionaries
+                    .signed_items(&conn, batch_id)?
                     .unwrap_or_else(|| Err("it is missing".into()))
                     .map_err(|e| format!("batch {batch_id}: {e}"));
                 slot.insert(blob.and_then(|blob| {
