@@ -75,6 +75,15 @@ enum Command {
         #[command(flatten)]
         pages: PagesArgs,
     },
+    /// Only the ingest figures: items/s as fast as acks come back, then ack latency at half
+    /// that rate (at 1,000 agents, else the largest size).
+    Ingest {
+        #[arg(long, default_value = "1000", value_delimiter = ',')]
+        agents: Vec<usize>,
+        /// Seconds each run sends.
+        #[arg(long, default_value_t = 20)]
+        secs: u64,
+    },
     /// Only the stored-bytes figure: append hourly cycles through the store and measure.
     Storage,
     /// Only the idle-connection figure: enrol the largest size, then hold idle Report streams
@@ -209,6 +218,10 @@ async fn run(command: Command, command_line: String) -> anyhow::Result<()> {
                 command: command_line,
             })
             .await
+        }
+        Command::Ingest { agents, secs } => {
+            println!("{}", suite::ingest_only(&agents, secs).await?);
+            Ok(())
         }
         Command::Storage => {
             let work = tempfile::tempdir()?;

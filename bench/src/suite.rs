@@ -80,7 +80,14 @@ pub async fn run(config: SuiteConfig) -> anyhow::Result<()> {
     report.sections.push(sizes);
 
     agent_figures(work.path(), &mut report).await?;
-    ingest_figures(work.path(), &cycle, &config, &mut report).await?;
+    ingest_figures(
+        work.path(),
+        &cycle,
+        &config.ingest_agents,
+        config.ingest_secs,
+        &mut report,
+    )
+    .await?;
     storage_figures(work.path(), &cycle, &heavy, &mut report)?;
     fleet_figures(work.path(), &cycle, &config, &mut report).await?;
     if let Some(pages) = config.pages.clone().config(work.path()) {
@@ -193,10 +200,20 @@ async fn agent_figures(work: &Path, report: &mut Report) -> anyhow::Result<()> {
 }
 
 /// Durable ingest at several fleet sizes, the raw baseline, and ack latency at half rate.
+/// Only the ingest figures (`evident-bench ingest`): prints them and returns the table.
+pub async fn ingest_only(agents: &[usize], secs: u64) -> anyhow::Result<String> {
+    let work = tempfile::tempdir()?;
+    let cycle = Arc::new(payload::typical_cycle().await?);
+    let mut report = Report::default();
+    ingest_figures(work.path(), &cycle, agents, secs, &mut report).await?;
+    Ok(report.sections.concat())
+}
+
 async fn ingest_figures(
     work: &Path,
     cycle: &Arc<Vec<Observation>>,
-    config: &SuiteConfig,
+    ingest_agents: &[usize],
+    ingest_secs: u64,
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let mut table = String::from(
@@ -208,7 +225,7 @@ async fn ingest_figures(
     let collector_config = work.join("ingest-collector.toml");
     std::fs::write(&collector_config, "max_in_flight_batches = 8192\n")?;
     let collector_config = collector_config.to_str().context("utf-8 path")?.to_owned();
-    for &agents in &config.ingest_agents {
+    for &agents in ingest_agents {
         let collector = CollectorProcess::start(
             &work.join(format!("ingest-{agents}")),
             &["--config", &collector_config],
@@ -226,7 +243,7 @@ async fn ingest_figures(
             cycles_per_batch: 1,
             batches_per_session: usize::MAX,
             rate: 0.0,
-            duration: Duration::from_secs(config.ingest_secs),
+            duration: Duration::from_secs(ingest_secs),
         };
         let (outcome, fleet) =
             fleet::stream(&collector.url, fleet, cycle.clone(), load.clone()).await?;
@@ -245,8 +262,7 @@ async fn ingest_figures(
             outcome.errors,
             outcome.first_error
         );
-        if agents == 1000
-            || (at_target.is_none() && agents == *config.ingest_agents.last().unwrap_or(&0))
+        if agents == 1000 || (at_target.is_none() && agents == *ingest_agents.last().unwrap_or(&0))
         {
             let max_batches = outcome.batches as f64 / outcome.elapsed.as_secs_f64();
             let half = Load {

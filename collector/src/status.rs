@@ -159,34 +159,45 @@ pub fn report_with(
     as_of_ms: i64,
     detail: Detail,
 ) -> StatusReport {
-    let policy = &in_force.policy;
-    let catalogue = Catalogue::builtin().ok();
-    let index: HashMap<&str, usize> = policy
-        .rules
+    let rules = &in_force.policy.rules;
+    let index: HashMap<&str, usize> = rules
         .iter()
         .enumerate()
         .map(|(i, r)| (r.id.as_str(), i))
         .collect();
     // Per host, its first judgement of each rule.
-    let slots: Vec<Vec<Option<&Judgement>>> = hosts
-        .iter()
-        .map(|h| {
-            let mut slot = vec![None; policy.rules.len()];
-            for (rule_id, j) in h.judgements {
-                if let Some(&i) = index.get(rule_id.as_str())
-                    && slot[i].is_none()
-                {
-                    slot[i] = Some(j);
-                }
+    let mut slots: Vec<Option<&Judgement>> = vec![None; hosts.len() * rules.len()];
+    for (h, host) in hosts.iter().enumerate() {
+        for (rule_id, j) in host.judgements {
+            if let Some(&i) = index.get(rule_id.as_str()) {
+                slots[h * rules.len() + i].get_or_insert(j);
             }
-            slot
-        })
-        .collect();
+        }
+    }
+    let names: Vec<(&str, &str)> = hosts.iter().map(|h| (h.agent_id, h.hostname)).collect();
+    report_from_slots(in_force, &names, &slots, as_of_ms, detail)
+}
+
+/// The report from each host's judgement of each rule: `slots` holds one row per host of
+/// `names` (agent id, host name), one column per rule of the policy, in policy order.
+pub fn report_from_slots(
+    in_force: &PolicyInForce,
+    names: &[(&str, &str)],
+    slots: &[Option<&Judgement>],
+    as_of_ms: i64,
+    detail: Detail,
+) -> StatusReport {
+    let policy = &in_force.policy;
+    let catalogue = Catalogue::builtin().ok();
+    let rows = HostSlots {
+        slots,
+        rules: policy.rules.len(),
+    };
     let by_rule: Vec<RuleStatus> = policy
         .rules
         .iter()
         .enumerate()
-        .map(|(i, rule)| rule_status(rule, i, hosts, &slots, detail))
+        .map(|(i, rule)| rule_status(rule, i, names, rows, detail))
         .collect();
     let controls = policy
         .controls()
@@ -206,7 +217,7 @@ pub fn report_with(
                 .collect();
             let rules: Vec<RuleStatus> = members.iter().map(|&i| by_rule[i].clone()).collect();
             let (mut in_scope, mut failing) = (0, 0);
-            for slot in &slots {
+            for slot in rows.iter() {
                 let outcomes = members.iter().filter_map(|&i| slot[i]).map(|j| j.outcome);
                 let (mut scoped, mut fails) = (false, false);
                 for outcome in outcomes {
@@ -233,23 +244,37 @@ pub fn report_with(
         policy_name: policy.name.clone(),
         policy_version: in_force.version,
         policy_note: in_force.note.clone(),
-        hosts: hosts.len(),
+        hosts: names.len(),
         controls,
+    }
+}
+
+/// A host-by-rule table of judgements, one row per host.
+#[derive(Clone, Copy)]
+struct HostSlots<'s, 'j> {
+    slots: &'s [Option<&'j Judgement>],
+    rules: usize,
+}
+
+impl<'s, 'j> HostSlots<'s, 'j> {
+    fn iter(self) -> impl Iterator<Item = &'s [Option<&'j Judgement>]> {
+        // A policy without rules has no columns, and no slots either.
+        self.slots.chunks(self.rules.max(1))
     }
 }
 
 fn rule_status(
     rule: &crate::policy::Rule,
     index: usize,
-    hosts: &[HostVerdicts<'_>],
-    slots: &[Vec<Option<&Judgement>>],
+    names: &[(&str, &str)],
+    rows: HostSlots<'_, '_>,
     detail: Detail,
 ) -> RuleStatus {
     let mut findings = Vec::new();
     let mut seen = [false; 4];
     let mut in_scope = 0;
     let mut passing = 0;
-    for (h, slot) in hosts.iter().zip(slots) {
+    for ((agent_id, hostname), slot) in names.iter().zip(rows.iter()) {
         let Some(j) = slot[index] else {
             continue;
         };
@@ -259,8 +284,8 @@ fn rule_status(
             RuleOutcome::Pass => passing += 1,
             RuleOutcome::Fail | RuleOutcome::NoEvidence if detail == Detail::Counts => {}
             RuleOutcome::Fail | RuleOutcome::NoEvidence => findings.push(Finding {
-                agent_id: h.agent_id.to_owned(),
-                hostname: h.hostname.to_owned(),
+                agent_id: (*agent_id).to_owned(),
+                hostname: (*hostname).to_owned(),
                 outcome: j.outcome,
                 detail: j.detail.clone(),
                 offending: j.offending.clone(),

@@ -51,13 +51,13 @@ pub struct ResultRow {
 }
 
 /// What was recorded for one (agent, rule) as of a moment, without the detail.
-#[derive(Debug, Clone)]
-pub struct RecordedOutcome {
-    pub agent_id: String,
-    pub rule_id: String,
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeRef<'a> {
+    pub agent_id: &'a str,
+    pub rule_id: &'a str,
     /// The `rule_results` row, for its detail.
     pub result_id: i64,
-    pub outcome: String,
+    pub outcome: &'a str,
 }
 
 /// A corrective action as opened.
@@ -381,69 +381,72 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The outcome of every (agent, rule) as recorded under `policy_version` by `as_of_ms`, by
-    /// agent: the same rows as `results_as_of` without their detail. Read from
-    /// `rule_result_heads` (one row per key, whatever the history), seeking the key's newest
-    /// result by then only where the head is newer than `as_of_ms`; when most keys changed
-    /// since, one pass over the version's results is cheaper than a seek each.
+    /// Calls `visit` with the outcome of every (agent, rule) as recorded under
+    /// `policy_version` by `as_of_ms`: the same rows as `results_as_of` without their detail,
+    /// borrowed from the row being read (a fleet has 100,000 of them; allocating each cost
+    /// more than reading it). Read from `rule_result_heads` (one row per key, whatever the
+    /// history), seeking the key's newest result by then only where the head is newer than
+    /// `as_of_ms`; when most keys changed since, one pass over the version's results is cheaper
+    /// than a seek each. Rows come by agent and rule, then the keys that needed a look back.
     pub fn outcomes_as_of(
         &self,
         policy_version: i64,
         as_of_ms: i64,
-    ) -> Result<Vec<RecordedOutcome>, StoreError> {
+        mut visit: impl FnMut(OutcomeRef<'_>),
+    ) -> Result<(), StoreError> {
         let conn = self.conn()?;
         let mut heads = conn.prepare_cached(
             "SELECT agent_id, rule_id, result_id, at_ms, outcome FROM rule_result_heads
              WHERE policy_version = ?1 ORDER BY agent_id, rule_id",
         )?;
-        let mut out = Vec::new();
-        let mut newer = Vec::new();
-        for row in heads.query_map([policy_version], |r| {
-            Ok((recorded_outcome(r)?, r.get::<_, i64>(3)?))
-        })? {
-            let (row, at_ms) = row?;
-            if at_ms <= as_of_ms {
-                out.push(row);
+        // Keys whose head is newer than `as_of_ms`, in (agent, rule) order.
+        let mut newer: Vec<(String, String)> = Vec::new();
+        let mut keys = 0;
+        let mut rows = heads.query([policy_version])?;
+        while let Some(row) = rows.next()? {
+            keys += 1;
+            let outcome = outcome_ref(row)?;
+            if row.get::<_, i64>(3)? <= as_of_ms {
+                visit(outcome);
             } else {
-                newer.push(out.len());
-                out.push(row);
+                newer.push((outcome.agent_id.to_owned(), outcome.rule_id.to_owned()));
             }
         }
         if newer.is_empty() {
-            return Ok(out);
+            return Ok(());
         }
-        if newer.len() > out.len() / 4 {
+        if newer.len() > keys / 4 {
             // The order and tie-breaking of `results_as_of`: the first row at the newest moment.
             let mut stmt = conn.prepare_cached(
                 "SELECT agent_id, rule_id, id, max(at_ms), outcome FROM rule_results
                  WHERE policy_version = ?1 AND at_ms <= ?2 GROUP BY agent_id, rule_id",
             )?;
-            let rows = stmt.query_map(params![policy_version, as_of_ms], recorded_outcome)?;
-            return Ok(rows.collect::<Result<_, _>>()?);
+            let mut rows = stmt.query(params![policy_version, as_of_ms])?;
+            while let Some(row) = rows.next()? {
+                let outcome = outcome_ref(row)?;
+                let key = (outcome.agent_id, outcome.rule_id);
+                if newer
+                    .binary_search_by(|(a, r)| (a.as_str(), r.as_str()).cmp(&key))
+                    .is_ok()
+                {
+                    visit(outcome);
+                }
+            }
+            return Ok(());
         }
         let mut seek = conn.prepare_cached(
             "SELECT agent_id, rule_id, id, at_ms, outcome FROM rule_results
              WHERE policy_version = ?1 AND agent_id = ?2 AND rule_id = ?3 AND at_ms <= ?4
              ORDER BY at_ms DESC, id LIMIT 1",
         )?;
-        let mut gone = Vec::new();
-        for i in newer {
-            let head = &out[i];
-            match seek
-                .query_row(
-                    params![policy_version, head.agent_id, head.rule_id, as_of_ms],
-                    recorded_outcome,
-                )
-                .optional()?
-            {
-                Some(then) => out[i] = then,
-                None => gone.push(i),
+        for (agent_id, rule_id) in &newer {
+            let mut rows = seek.query(params![policy_version, agent_id, rule_id, as_of_ms])?;
+            // No row: nothing was recorded for the key by then.
+            if let Some(row) = rows.next()? {
+                visit(outcome_ref(row)?);
             }
         }
-        for i in gone.into_iter().rev() {
-            out.remove(i);
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// When the first result under `policy_version` was recorded.
@@ -517,17 +520,47 @@ impl Store {
     }
 
     /// The state and due date of every action as of `as_of_ms` (its newest event by then), for
-    /// counts: one seek per action instead of every event of every action.
+    /// counts. Read from `action_heads` (one narrow row per action), seeking the newest event
+    /// by then only for actions whose head is newer than `as_of_ms`; when most are, one pass
+    /// with a seek per action is cheaper.
     pub fn action_states(&self, as_of_ms: i64) -> Result<Vec<(String, Option<i64>)>, StoreError> {
         let conn = self.conn()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT e.state, e.due_at_ms FROM actions x JOIN action_events e ON e.id =
-                 (SELECT id FROM action_events WHERE action_id = x.id AND at_ms <= ?1
-                  ORDER BY id DESC LIMIT 1)
-             WHERE x.opened_at_ms <= ?1",
+        let mut heads =
+            conn.prepare_cached("SELECT action_id, at_ms, state, due_at_ms FROM action_heads")?;
+        let mut out = Vec::new();
+        let mut newer = Vec::new();
+        let mut rows = heads.query([])?;
+        while let Some(row) = rows.next()? {
+            if row.get::<_, i64>(1)? <= as_of_ms {
+                out.push((row.get(2)?, row.get(3)?));
+            } else {
+                newer.push(row.get::<_, i64>(0)?);
+            }
+        }
+        if newer.len() > (out.len() + newer.len()) / 4 {
+            let mut stmt = conn.prepare_cached(
+                "SELECT e.state, e.due_at_ms FROM actions x JOIN action_events e ON e.id =
+                     (SELECT id FROM action_events WHERE action_id = x.id AND at_ms <= ?1
+                      ORDER BY id DESC LIMIT 1)
+                 WHERE x.opened_at_ms <= ?1",
+            )?;
+            let rows = stmt.query_map([as_of_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            return Ok(rows.collect::<Result<_, _>>()?);
+        }
+        let mut seek = conn.prepare_cached(
+            "SELECT state, due_at_ms FROM action_events WHERE action_id = ?1 AND at_ms <= ?2
+             ORDER BY id DESC LIMIT 1",
         )?;
-        let rows = stmt.query_map([as_of_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        for action_id in newer {
+            // None: the action was opened after `as_of_ms`.
+            if let Some(state) = seek
+                .query_row(params![action_id, as_of_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+            {
+                out.push(state);
+            }
+        }
+        Ok(out)
     }
 
     /// An action with all its events, oldest first.
@@ -782,12 +815,18 @@ fn policy_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PolicyRow> {
     })
 }
 
-fn recorded_outcome(r: &rusqlite::Row<'_>) -> rusqlite::Result<RecordedOutcome> {
-    Ok(RecordedOutcome {
-        agent_id: r.get(0)?,
-        rule_id: r.get(1)?,
+/// Columns (agent_id, rule_id, result id, at_ms, outcome) of a row, borrowed.
+fn outcome_ref<'r>(r: &'r rusqlite::Row<'_>) -> rusqlite::Result<OutcomeRef<'r>> {
+    let text = |i: usize| -> rusqlite::Result<&'r str> {
+        r.get_ref(i)?.as_str().map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    Ok(OutcomeRef {
+        agent_id: text(0)?,
+        rule_id: text(1)?,
         result_id: r.get(2)?,
-        outcome: r.get(4)?,
+        outcome: text(4)?,
     })
 }
 
@@ -852,11 +891,13 @@ mod tests {
         }
     }
 
-    fn outcomes(rows: Vec<RecordedOutcome>) -> Vec<(String, String, String)> {
-        let mut out: Vec<_> = rows
-            .into_iter()
-            .map(|r| (r.agent_id, r.rule_id, r.outcome))
-            .collect();
+    fn outcomes(store: &Store, version: i64, at: i64) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        store
+            .outcomes_as_of(version, at, |r| {
+                out.push((r.agent_id.into(), r.rule_id.into(), r.outcome.into()))
+            })
+            .expect("heads");
         out.sort();
         out
     }
@@ -882,7 +923,7 @@ mod tests {
         rows.push(result(version, "c", 50, "pass"));
         store.append_results(&rows).expect("append");
         for at in [0, 9, 10, 15, 20, 25, 33, 37, 40, 45, 50, 60] {
-            let through_heads = outcomes(store.outcomes_as_of(version, at).expect("heads"));
+            let through_heads = outcomes(&store, version, at);
             let scanned = store.results_as_of(version, at, None).expect("scan");
             let scanned: Vec<_> = {
                 let mut v: Vec<_> = scanned
@@ -895,9 +936,68 @@ mod tests {
             assert_eq!(through_heads, scanned, "as of {at}");
         }
         // Only the newest results changed after 45: these are seeks, not a scan.
-        let at_45 = outcomes(store.outcomes_as_of(version, 45).expect("heads"));
+        let at_45 = outcomes(&store, version, 45);
         assert!(at_45.contains(&("agt-1".into(), "c".into(), "fail".into())));
         assert!(at_45.contains(&("agt-1".into(), "a".into(), "no_evidence".into())));
+    }
+
+    #[test]
+    fn action_states_at_any_moment_are_each_actions_newest_event_by_then() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("store");
+        crate::store::enrol_for_test(&store, dir.path(), &HostFacts::default());
+        let event = |at_ms: i64, state: &str, due: Option<i64>| EventRow {
+            at_ms,
+            kind: state.into(),
+            state: state.into(),
+            actor: "system".into(),
+            reason: format!("{state} at {at_ms}"),
+            due_at_ms: due,
+            ..EventRow::default()
+        };
+        // Six actions opened at 10, 20, ...; each moves on at its own pace, and one records
+        // an event stamped before its previous one (a clock step back).
+        store
+            .with_actions(|tx| {
+                for (i, rule) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+                    let opened = 10 * (i as i64 + 1);
+                    let action = ActionRow {
+                        id: 0,
+                        agent_id: "agt-1".into(),
+                        hostname: "host".into(),
+                        rule_id: (*rule).into(),
+                        rule_title: "title".into(),
+                        severity: "high".into(),
+                        opened_at_ms: opened,
+                    };
+                    let id = tx.open(&action, &event(opened, "open", Some(opened + 100)))?;
+                    for step in 1..=i as i64 {
+                        let state = if step % 2 == 1 {
+                            "acknowledged"
+                        } else {
+                            "resolved"
+                        };
+                        tx.append(id, &event(opened + 7 * step, state, Some(opened + step)))?;
+                    }
+                    if i == 3 {
+                        tx.append(id, &event(opened + 1, "reopened", None))?;
+                    }
+                }
+                Ok(())
+            })
+            .expect("actions");
+        for at in [0, 9, 10, 15, 20, 27, 33, 40, 41, 48, 55, 60, 75, 90, 200] {
+            let mut through_heads = store.action_states(at).expect("heads");
+            through_heads.sort();
+            let mut expected: Vec<(String, Option<i64>)> = store
+                .actions_with_events(Some(at))
+                .expect("events")
+                .into_iter()
+                .filter_map(|(_, events)| events.last().map(|e| (e.state.clone(), e.due_at_ms)))
+                .collect();
+            expected.sort();
+            assert_eq!(through_heads, expected, "as of {at}");
+        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::model::{CheckKind, format_unix_ms};
 use crate::policy::Condition;
 use crate::policy::judge::{Judgement, RuleOutcome};
 pub use crate::status::Detail;
-use crate::status::{self, HostVerdicts, PolicyInForce, StatusError, StatusReport};
+use crate::status::{self, PolicyInForce, StatusError, StatusReport};
 use crate::store::{Store, StoreError};
 pub use trend::{TREND_DAYS, Trend};
 
@@ -93,95 +93,148 @@ pub struct Fleet {
 /// report lists each failing host per rule (a control's page) or only counts (the overview).
 ///
 /// The outcomes come from `Store::outcomes_as_of` (one row per host and rule, not every
-/// result ever recorded); only `Detail::Findings` reads the detail, of the failing ones.
+/// result ever recorded) straight into a host-by-rule table, with nothing allocated per row;
+/// only `Detail::Findings` reads the detail, of the failing ones.
 pub fn fleet(store: &Store, as_of_ms: i64, detail: Detail) -> Result<Fleet, StatusError> {
+    // Each host's last contact is a seek per host into the batches (a fifth of the page's
+    // time at 10,000 hosts): read it on a second read connection meanwhile.
+    std::thread::scope(|scope| {
+        let contacts = scope.spawn(|| store.last_contacts(as_of_ms));
+        let fleet = fleet_without_contacts(store, as_of_ms, detail);
+        let contacts = contacts
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+        let mut fleet = fleet?;
+        let contacts: HashMap<String, i64> = contacts.into_iter().collect();
+        for host in &mut fleet.hosts {
+            host.last_contact_ms = contacts.get(&host.agent_id).copied();
+            host.stale = host
+                .last_contact_ms
+                .is_none_or(|ms| as_of_ms - ms > fleet.stale_after_ms);
+        }
+        Ok(fleet)
+    })
+}
+
+/// `fleet` with every host's last contact unknown (and so stale).
+fn fleet_without_contacts(
+    store: &Store,
+    as_of_ms: i64,
+    detail: Detail,
+) -> Result<Fleet, StatusError> {
     let in_force = status::policy_in_force(store, as_of_ms)?;
     let rows = store.hosts_as_of(as_of_ms)?;
-    let recorded = match in_force.version {
-        Some(version) => store.outcomes_as_of(version, as_of_ms)?,
-        None => Vec::new(),
-    };
+    let rules = &in_force.policy.rules;
+    let rule_count = rules.len();
     let failing = |o: RuleOutcome| matches!(o, RuleOutcome::Fail | RuleOutcome::NoEvidence);
-    let mut details: HashMap<i64, crate::store::ResultRow> = HashMap::new();
-    if detail == Detail::Findings {
-        let ids: Vec<i64> = recorded
-            .iter()
-            .filter(|r| RuleOutcome::parse(&r.outcome).is_some_and(failing))
-            .map(|r| r.result_id)
-            .collect();
-        details = ids
-            .iter()
-            .copied()
-            .zip(store.results_by_id(&ids)?)
-            .collect();
-    }
-    let counts = trend::counts(&recorded);
-    let mut judged: HashMap<String, Vec<(String, Judgement)>> = HashMap::new();
-    for result in recorded {
-        let Some(outcome) = RuleOutcome::parse(&result.outcome) else {
-            continue;
-        };
-        let (detail, offending, evidence) = match details.remove(&result.result_id) {
-            Some(row) => (row.detail, row.offending, row.evidence),
-            None => Default::default(),
-        };
-        judged.entry(result.agent_id).or_default().push((
-            result.rule_id,
-            Judgement {
-                outcome,
-                detail,
-                offending,
-                evidence,
-                decided_by_received_ms: None,
-                decided_by_observed_ms: None,
-            },
-        ));
-    }
-    // Rules in policy order, so the report reads like the policy.
-    let order: HashMap<&str, usize> = in_force
-        .policy
-        .rules
+    // Rule ids sorted for a binary search, with their place in the policy.
+    let mut rule_index: Vec<(&str, usize)> = rules
         .iter()
         .enumerate()
         .map(|(i, r)| (r.id.as_str(), i))
         .collect();
-    for judgements in judged.values_mut() {
-        judgements.sort_by_key(|(id, _)| order.get(id.as_str()).copied().unwrap_or(usize::MAX));
-    }
-    let empty = Vec::new();
-    let verdicts: Vec<HostVerdicts<'_>> = rows
+    rule_index.sort_unstable();
+    let host_index: HashMap<&str, usize> = rows
         .iter()
-        .map(|row| HostVerdicts {
-            agent_id: &row.agent_id,
-            hostname: &row.hostname,
-            judgements: judged.get(&row.agent_id).unwrap_or(&empty),
-        })
+        .enumerate()
+        .map(|(i, r)| (r.agent_id.as_str(), i))
         .collect();
-    let report = status::report_with(&in_force, &verdicts, as_of_ms, detail);
-    let contacts: HashMap<String, i64> = store.last_contacts(as_of_ms)?.into_iter().collect();
-    let stale_after_ms = stale_after(&in_force);
-    let hosts = rows
-        .into_iter()
-        .map(|row| {
-            let judgements = judged.get(&row.agent_id).unwrap_or(&empty);
-            let failing_rules: Vec<String> = judgements
-                .iter()
-                .filter(|(_, j)| failing(j.outcome))
-                .map(|(id, _)| id.clone())
-                .collect();
-            let last_contact_ms = contacts.get(&row.agent_id).copied();
-            FleetHost {
-                status: worst(judgements.iter().map(|(_, j)| j.outcome)),
-                failing_rules,
-                stale: last_contact_ms.is_none_or(|ms| as_of_ms - ms > stale_after_ms),
-                agent_id: row.agent_id,
-                hostname: row.hostname,
-                os_family: row.os_family,
-                enrolled_at_ms: row.enrolled_at_ms,
-                last_contact_ms,
+    // Per host, its recorded outcome of each rule (the first row of a key when there are two).
+    let mut slots: Vec<Option<Judgement>> = vec![None; rows.len() * rule_count];
+    let mut failing_results: Vec<(usize, i64)> = Vec::new();
+    // The trend's counts per rule of the policy (passing, in scope), and of any other rule.
+    let mut tally: Vec<Option<(i64, i64)>> = vec![None; rule_count];
+    let mut counts = trend::Counts::new();
+    if let Some(version) = in_force.version {
+        // Rows come grouped by agent and sorted by rule: look each agent up once, and try the
+        // rule after the last one before searching.
+        let mut agent = String::new();
+        let mut host: Option<usize> = None;
+        let mut next_rule = 0;
+        store.outcomes_as_of(version, as_of_ms, |r| {
+            let Some(outcome) = RuleOutcome::parse(r.outcome) else {
+                return;
+            };
+            if agent != r.agent_id {
+                agent.clear();
+                agent.push_str(r.agent_id);
+                host = host_index.get(r.agent_id).copied();
+                next_rule = 0;
             }
-        })
+            let found = match rule_index.get(next_rule) {
+                Some((id, _)) if *id == r.rule_id => Ok(next_rule),
+                _ => rule_index.binary_search_by(|(id, _)| (*id).cmp(r.rule_id)),
+            };
+            let Ok(found) = found else {
+                trend::count(&mut counts, r.rule_id, outcome);
+                return;
+            };
+            next_rule = found + 1;
+            let rule = rule_index[found].1;
+            trend::tally(tally[rule].get_or_insert((0, 0)), outcome);
+            let Some(host) = host else {
+                // A revoked agent: counted in the trend, not shown.
+                return;
+            };
+            let at = host * rule_count + rule;
+            if slots[at].is_none() {
+                slots[at] = Some(Judgement {
+                    outcome,
+                    detail: String::new(),
+                    offending: Vec::new(),
+                    evidence: Vec::new(),
+                    decided_by_received_ms: None,
+                    decided_by_observed_ms: None,
+                });
+                if detail == Detail::Findings && failing(outcome) {
+                    failing_results.push((at, r.result_id));
+                }
+            }
+        })?;
+    }
+    for (rule, counted) in rules.iter().zip(tally) {
+        if let Some(counted) = counted {
+            counts.insert(rule.id.clone(), counted);
+        }
+    }
+    if !failing_results.is_empty() {
+        let ids: Vec<i64> = failing_results.iter().map(|(_, id)| *id).collect();
+        for ((at, _), row) in failing_results.iter().zip(store.results_by_id(&ids)?) {
+            if let Some(judgement) = &mut slots[*at] {
+                judgement.detail = row.detail;
+                judgement.offending = row.offending;
+                judgement.evidence = row.evidence;
+            }
+        }
+    }
+    let names: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.agent_id.as_str(), r.hostname.as_str()))
         .collect();
+    let borrowed: Vec<Option<&Judgement>> = slots.iter().map(Option::as_ref).collect();
+    let report = status::report_from_slots(&in_force, &names, &borrowed, as_of_ms, detail);
+    let stale_after_ms = stale_after(&in_force);
+    let mut hosts = Vec::with_capacity(rows.len());
+    for (h, row) in rows.into_iter().enumerate() {
+        let judged = &slots[h * rule_count..(h + 1) * rule_count];
+        let outcomes = || judged.iter().flatten().map(|j| j.outcome);
+        let failing_rules: Vec<String> = rules
+            .iter()
+            .zip(judged)
+            .filter(|(_, j)| j.as_ref().is_some_and(|j| failing(j.outcome)))
+            .map(|(rule, _)| rule.id.clone())
+            .collect();
+        hosts.push(FleetHost {
+            status: worst(outcomes()),
+            failing_rules,
+            stale: true,
+            agent_id: row.agent_id,
+            hostname: row.hostname,
+            os_family: row.os_family,
+            enrolled_at_ms: row.enrolled_at_ms,
+            last_contact_ms: None,
+        });
+    }
     Ok(Fleet {
         status: report,
         hosts,

@@ -16,7 +16,7 @@ use tracing::warn;
 use crate::model::format_unix_ms;
 use crate::policy::judge::RuleOutcome;
 use crate::status::{PolicyInForce, StatusError};
-use crate::store::{RecordedOutcome, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// Days of history the overview's trend shows.
 pub const TREND_DAYS: usize = 30;
@@ -38,22 +38,24 @@ pub struct Trend {
 
 /// Counts results per rule: a pass is in scope and passing, a failure or missing evidence in
 /// scope only, not applicable neither.
-pub fn counts(recorded: &[RecordedOutcome]) -> Counts {
-    let mut counts = Counts::new();
-    for r in recorded {
-        let Some(outcome) = RuleOutcome::parse(&r.outcome) else {
-            continue;
-        };
-        let (p, t) = match outcome {
-            RuleOutcome::Pass => (1, 1),
-            RuleOutcome::Fail | RuleOutcome::NoEvidence => (0, 1),
-            RuleOutcome::NotApplicable => (0, 0),
-        };
-        let entry = counts.entry(r.rule_id.clone()).or_default();
-        entry.0 += p;
-        entry.1 += t;
-    }
-    counts
+pub fn count(counts: &mut Counts, rule_id: &str, outcome: RuleOutcome) {
+    // Looked up by `&str` first: a rule's key is allocated once, not once per host.
+    let entry = match counts.get_mut(rule_id) {
+        Some(entry) => entry,
+        None => counts.entry(rule_id.to_owned()).or_default(),
+    };
+    tally(entry, outcome);
+}
+
+/// Adds one result to a rule's (passing, in scope).
+pub fn tally(entry: &mut (i64, i64), outcome: RuleOutcome) {
+    let (p, t) = match outcome {
+        RuleOutcome::Pass => (1, 1),
+        RuleOutcome::Fail | RuleOutcome::NoEvidence => (0, 1),
+        RuleOutcome::NotApplicable => (0, 0),
+    };
+    entry.0 += p;
+    entry.1 += t;
 }
 
 /// The ends of the `days` points up to `as_of_ms`: the UTC midnights before it, then itself.
@@ -74,7 +76,13 @@ fn counts_at(store: &Store, version: i64, at_ms: i64) -> Result<Counts, StoreErr
     {
         return Ok(Counts::new());
     }
-    Ok(counts(&store.outcomes_as_of(version, at_ms)?))
+    let mut counts = Counts::new();
+    store.outcomes_as_of(version, at_ms, |r| {
+        if let Some(outcome) = RuleOutcome::parse(r.outcome) {
+            count(&mut counts, r.rule_id, outcome);
+        }
+    })?;
+    Ok(counts)
 }
 
 /// The trend up to `as_of_ms`, whose own counts (`Fleet::recorded`) the caller has.
