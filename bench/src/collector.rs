@@ -47,7 +47,11 @@ impl CollectorProcess {
                 "127.0.0.1:0",
             ])
             .args(extra_args)
-            .env("RUST_LOG", "warn")
+            // EVIDENT_BENCH_COLLECTOR_LOG=debug (a RUST_LOG filter) to look inside a run.
+            .env(
+                "RUST_LOG",
+                std::env::var("EVIDENT_BENCH_COLLECTOR_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

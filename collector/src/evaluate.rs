@@ -435,9 +435,11 @@ impl Evaluator {
 
     /// Judges the hosts in `only` (all when `None`) at `now_ms`.
     pub fn run(&self, only: Option<&HashSet<String>>, now_ms: i64) -> Result<Pass, StoreError> {
+        let started = std::time::Instant::now();
         let active = self.active();
         let policy = &active.policy;
         let hosts = evaluate_with(&self.store, policy, now_ms, only, Some(&self.runs))?;
+        let judged = started.elapsed();
         let mut pass = Pass {
             hosts: hosts.len(),
             ..Pass::default()
@@ -471,6 +473,7 @@ impl Evaluator {
                     .map(move |(rule_id, judgement)| (&h.host, rule_id.as_str(), judgement))
             })
             .collect();
+        let recorded = started.elapsed();
         for chunk in pairs.chunks(ACTION_CHUNK) {
             let events = self.store.with_actions(|tx| {
                 let mut events = Vec::new();
@@ -507,6 +510,9 @@ impl Evaluator {
             hosts = pass.hosts,
             results = pass.results_recorded,
             events = pass.action_events,
+            judged_ms = judged.as_millis(),
+            recorded_ms = (recorded - judged).as_millis(),
+            actions_ms = (started.elapsed() - recorded).as_millis(),
             "evaluated"
         );
         Ok(pass)
@@ -636,6 +642,7 @@ pub async fn run_loop(
     // How long the last pass took: arrivals are gathered at least that long, so that under a
     // flood of batches judging takes at most about half of one core from ingest.
     let mut last_pass = std::time::Duration::ZERO;
+    let passes = pass_thread();
     loop {
         #[cfg(unix)]
         let hup = async {
@@ -666,17 +673,46 @@ pub async fn run_loop(
         }
         let evaluator = evaluator.clone();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            evaluator.run(only.as_ref(), crate::model::now_unix_ms())
-        })
-        .await;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pass: PassJob = Box::new(move || {
+            let _ = reply.send(evaluator.run(only.as_ref(), crate::model::now_unix_ms()));
+        });
+        if let Err(std::sync::mpsc::SendError(pass)) = passes.send(pass) {
+            tokio::task::spawn_blocking(pass);
+        }
+        let result = answer.await;
         last_pass = started.elapsed();
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => warn!(%error, "evaluation failed; it is retried on the next tick"),
-            Err(error) => warn!(%error, "evaluation panicked; it is retried on the next tick"),
+            Err(_) => warn!("evaluation panicked; it is retried on the next tick"),
         }
     }
+}
+
+type PassJob = Box<dyn FnOnce() + Send>;
+
+/// The thread evaluation passes run on, at background priority (`priority::BACKGROUND`), so
+/// that under load judging waits for ingest rather than acks waiting for judging. A pass that
+/// panics is caught and the thread goes on; if the thread cannot be started, sending fails and
+/// the caller runs the pass on the blocking pool.
+fn pass_thread() -> std::sync::mpsc::Sender<PassJob> {
+    let (passes, queue) = std::sync::mpsc::channel::<PassJob>();
+    let started = std::thread::Builder::new()
+        .name("evident-evaluate".into())
+        .spawn(move || {
+            crate::priority::lower_current_thread(crate::priority::below_writer(
+                crate::priority::BACKGROUND,
+            ));
+            while let Ok(pass) = queue.recv() {
+                // A panic drops the pass's reply, which the loop reports.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(pass));
+            }
+        });
+    if let Err(error) = started {
+        warn!(%error, "no evaluation thread: passes run on the blocking pool");
+    }
+    passes
 }
 
 /// Activates the policy file when its text changed and validates; a refused text is logged

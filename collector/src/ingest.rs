@@ -74,8 +74,13 @@ impl Writer {
                         .iter()
                         .map(|j| (&j.identity, &j.batch, stored_at))
                         .collect();
+                    let started = std::time::Instant::now();
                     let results = store.append_batches(&batches);
-                    debug!(batches = group.len(), "group committed");
+                    debug!(
+                        batches = group.len(),
+                        ms = started.elapsed().as_secs_f64() * 1e3,
+                        "group committed"
+                    );
                     for (job, result) in group.into_iter().zip(results) {
                         let _ = job.reply.send(result);
                     }

@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod kpi;
 pub mod model;
 pub mod policy;
+pub mod priority;
 pub mod review;
 pub mod rpc_error;
 pub mod server;

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => args.into_config().and_then(|config| {
-            tokio::runtime::Runtime::new()
+            evident_collector::priority::serve_runtime()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| {
                     rt.block_on(evident_collector::server::run(config, shutdown_signal()))
