@@ -51,7 +51,9 @@ fn the_writer_keeps_the_process_priority_and_the_rest_run_below_it() {
         std::thread::sleep(Duration::from_millis(50));
     };
     let one = |name: &str| -> i32 {
-        let found = by_name.get(name).unwrap_or_else(|| panic!("no {name} thread: {by_name:?}"));
+        let found = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name} thread: {by_name:?}"));
         assert_eq!(found.len(), 1, "{name}: {by_name:?}");
         found[0]
     };
