@@ -84,6 +84,12 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         secs: u64,
     },
+    /// Only the policy-evaluation figure: enrol the largest size, send one cycle from every
+    /// agent, then time a full pass after a policy change at each size.
+    Evaluation {
+        #[arg(long, default_value = "1000,5000,10000", value_delimiter = ',')]
+        agents: Vec<usize>,
+    },
     /// Only the stored-bytes figure: append hourly cycles through the store and measure.
     Storage,
     /// Only the idle-connection figure: enrol the largest size, then hold idle Report streams
@@ -221,6 +227,10 @@ async fn run(command: Command, command_line: String) -> anyhow::Result<()> {
         }
         Command::Ingest { agents, secs } => {
             println!("{}", suite::ingest_only(&agents, secs).await?);
+            Ok(())
+        }
+        Command::Evaluation { agents } => {
+            println!("{}", suite::evaluation_only(&agents).await?);
             Ok(())
         }
         Command::Storage => {
