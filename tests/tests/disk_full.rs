@@ -108,11 +108,13 @@ fn a_full_database_acks_nothing_stays_sound_and_delivery_resumes_when_space_retu
         refused.stderr.contains("collector storage is full"),
         "the agent is told why: {refused:#?}"
     );
-    let log = collector.log();
-    let refusal = log
-        .lines()
-        .find(|line| line.contains("batch refused"))
-        .expect("the collector logs the refusal");
+    let refusal = evident_tests::wait_for_some(10, "the collector to log the refusal", || {
+        collector
+            .log()
+            .lines()
+            .find(|line| line.contains("batch refused"))
+            .map(str::to_owned)
+    });
     assert!(
         refusal.contains("storage is full") && refusal.contains("max_database_bytes"),
         "the log line says what happened and what to do: {refusal}"
