@@ -246,7 +246,7 @@ async fn run(command: Command, command_line: String) -> anyhow::Result<()> {
             anyhow::ensure!(largest > 0, "--agents needs a size above 0");
             let work = tempfile::tempdir()?;
             let (collector, fleet, enrol_secs) =
-                suite::collector_with_fleet(&work.path().join("idle"), largest).await?;
+                suite::collector_with_fleet(&work.path().join("idle"), &[], largest).await?;
             let idle = suite::idle_connections(&collector, &fleet, &agents, enrol_secs).await?;
             println!("{}", idle.table);
             collector.stop()?;

@@ -226,16 +226,10 @@ async fn ingest_figures(
     std::fs::write(&collector_config, "max_in_flight_batches = 8192\n")?;
     let collector_config = collector_config.to_str().context("utf-8 path")?.to_owned();
     for &agents in ingest_agents {
-        let collector = CollectorProcess::start(
+        let (collector, fleet, _) = collector_with_fleet(
             &work.join(format!("ingest-{agents}")),
             &["--config", &collector_config],
-        )?;
-        let fleet = fleet::enrol(
-            &collector.url,
-            &collector.token(agents)?,
-            collector.fingerprint,
             agents,
-            16,
         )
         .await?;
         let load = Load {
@@ -386,7 +380,8 @@ async fn fleet_figures(
     if largest == 0 {
         return Ok(());
     }
-    let (collector, fleet, enrol_secs) = collector_with_fleet(&work.join("fleet"), largest).await?;
+    let (collector, fleet, enrol_secs) =
+        collector_with_fleet(&work.join("fleet"), &[], largest).await?;
     let idle = idle_connections(&collector, &fleet, &config.idle_agents, enrol_secs).await?;
     report.sections.push(idle.table);
     report.figure(
@@ -424,7 +419,8 @@ pub async fn evaluation_only(sizes: &[usize]) -> anyhow::Result<String> {
     anyhow::ensure!(largest > 0, "--agents needs a size above 0");
     let work = tempfile::tempdir()?;
     let cycle = Arc::new(payload::typical_cycle().await?);
-    let (collector, fleet, _) = collector_with_fleet(&work.path().join("fleet"), largest).await?;
+    let (collector, fleet, _) =
+        collector_with_fleet(&work.path().join("fleet"), &[], largest).await?;
     Ok(evaluation_table(collector, fleet, &cycle, sizes).await?.0)
 }
 
@@ -484,13 +480,14 @@ pub struct IdleFigures {
     pub per_thousand_at_largest: Option<f64>,
 }
 
-/// Starts a collector in `dir` and enrols `count` simulated agents with it; returns them and
-/// the seconds enrolment took.
+/// Starts a collector in `dir` (with `extra_args` to `serve`) and enrols `count` simulated
+/// agents with it; returns them and the seconds enrolment took.
 pub async fn collector_with_fleet(
     dir: &Path,
+    extra_args: &[&str],
     count: usize,
 ) -> anyhow::Result<(CollectorProcess, Vec<fleet::SimAgent>, f64)> {
-    let collector = CollectorProcess::start(dir, &[])?;
+    let collector = CollectorProcess::start(dir, extra_args)?;
     let started = Instant::now();
     let fleet = fleet::enrol(
         &collector.url,

@@ -559,71 +559,10 @@ impl Store {
         batches: &[(&CertIdentity, &BatchToAppend, i64)],
     ) -> Vec<Result<Appended, AppendError>> {
         let mut conn = self.writer();
-        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(error) => return all_failed(batches.len(), &error.into()),
-        };
-        let mut results = Vec::with_capacity(batches.len());
-        for (identity, batch, now_ms) in batches {
-            let result = match check_append(&tx, identity, batch) {
-                Ok(plan) => match write_append(&tx, identity, batch, &plan, *now_ms) {
-                    Ok(appended) => Ok(appended),
-                    Err(_) => {
-                        drop(tx);
-                        return self.append_batches_in_savepoints(&mut conn, batches);
-                    }
-                },
-                Err(refused) => Err(refused),
-            };
-            if result.is_err() && tx.is_autocommit() {
-                return all_failed(batches.len(), &group_error(result));
-            }
-            results.push(result);
-        }
-        match tx.commit() {
-            Ok(()) => results,
-            Err(error) => all_failed(batches.len(), &error.into()),
-        }
-    }
-
-    /// `append_batches` with each batch in its own savepoint: the way back when a write failed
-    /// part-way.
-    fn append_batches_in_savepoints(
-        &self,
-        conn: &mut Connection,
-        batches: &[(&CertIdentity, &BatchToAppend, i64)],
-    ) -> Vec<Result<Appended, AppendError>> {
-        let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-            Ok(tx) => tx,
-            Err(error) => return all_failed(batches.len(), &error.into()),
-        };
-        let mut results = Vec::with_capacity(batches.len());
-        for (identity, batch, now_ms) in batches {
-            let result = match tx.savepoint() {
-                Ok(savepoint) => {
-                    let result = check_append(&savepoint, identity, batch).and_then(|plan| {
-                        Ok(write_append(&savepoint, identity, batch, &plan, *now_ms)?)
-                    });
-                    match result {
-                        Ok(appended) => savepoint.commit().map(|()| appended).map_err(Into::into),
-                        // Dropping the savepoint rolls this batch back.
-                        Err(error) => Err(error),
-                    }
-                }
-                Err(error) => Err(error.into()),
-            };
-            // Some errors (SQLITE_FULL among them) make SQLite roll back the whole
-            // transaction: then nothing of the group is stored, whatever earlier batches were
-            // told, and every batch gets that error.
-            if result.is_err() && tx.is_autocommit() {
-                return all_failed(batches.len(), &group_error(result));
-            }
-            results.push(result);
-        }
-        match tx.commit() {
-            Ok(()) => results,
-            Err(error) => all_failed(batches.len(), &error.into()),
-        }
+        append_group(&mut conn, batches, false).unwrap_or_else(|WrittenPartWay| {
+            append_group(&mut conn, batches, true)
+                .unwrap_or_else(|WrittenPartWay| unreachable!("a savepoint takes a batch back"))
+        })
     }
 
     /// Agent ids in a stable order.
@@ -905,6 +844,59 @@ fn write_append(
     Ok(Appended {
         stored: new_items.len() as u64,
         duplicates: plan.duplicates,
+    })
+}
+
+/// A batch's write failed after some of its rows were written, outside a savepoint: the
+/// group must be rolled back (dropping its transaction does) and appended with savepoints.
+struct WrittenPartWay;
+
+/// One group commit (`Store::append_batches`), each batch in a savepoint of its own when
+/// `savepoints`; without them, a write failing part-way ends the group with `WrittenPartWay`.
+fn append_group(
+    conn: &mut Connection,
+    batches: &[(&CertIdentity, &BatchToAppend, i64)],
+    savepoints: bool,
+) -> Result<Vec<Result<Appended, AppendError>>, WrittenPartWay> {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(error) => return Ok(all_failed(batches.len(), &error.into())),
+    };
+    let mut results = Vec::with_capacity(batches.len());
+    for (identity, batch, now_ms) in batches {
+        let result = if savepoints {
+            match tx.savepoint() {
+                Ok(savepoint) => {
+                    let result = check_append(&savepoint, identity, batch).and_then(|plan| {
+                        Ok(write_append(&savepoint, identity, batch, &plan, *now_ms)?)
+                    });
+                    match result {
+                        Ok(appended) => savepoint.commit().map(|()| appended).map_err(Into::into),
+                        // Dropping the savepoint rolls this batch back.
+                        Err(error) => Err(error),
+                    }
+                }
+                Err(error) => Err(error.into()),
+            }
+        } else {
+            match check_append(&tx, identity, batch) {
+                // A refused batch wrote nothing.
+                Err(refused) => Err(refused),
+                Ok(plan) => Ok(write_append(&tx, identity, batch, &plan, *now_ms)
+                    .map_err(|_| WrittenPartWay)?),
+            }
+        };
+        // Some errors (SQLITE_FULL among them) make SQLite roll back the whole transaction:
+        // then nothing of the group is stored, whatever earlier batches were told, and every
+        // batch gets that error.
+        if result.is_err() && tx.is_autocommit() {
+            return Ok(all_failed(batches.len(), &group_error(result)));
+        }
+        results.push(result);
+    }
+    Ok(match tx.commit() {
+        Ok(()) => results,
+        Err(error) => all_failed(batches.len(), &error.into()),
     })
 }
 
