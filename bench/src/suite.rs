@@ -451,6 +451,9 @@ async fn evaluation_table(
     // the timed pass starts from the same settled store whatever the machine did meanwhile.
     crate::measure::until_idle(collector.pid(), Duration::from_secs(600)).await;
     let data_dir = collector.stop()?;
+    if let Ok(keep) = std::env::var("EVIDENT_BENCH_KEEP_DB") {
+        std::fs::copy(data_dir.join("collector.db"), keep)?;
+    }
     let mut table = String::from(
         "### Policy evaluation after a policy change\n\nEvery rule of the default policy on every host, from the store, after a new policy version; includes writing the changed results and opening the corrective actions.\n\n| hosts | seconds | results written | action events |\n|---:|---:|---:|---:|\n",
     );

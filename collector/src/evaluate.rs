@@ -445,11 +445,19 @@ impl Evaluator {
             ..Pass::default()
         };
         let mut changed = Vec::new();
+        // Under a version with nothing recorded yet (a policy change) every result is new:
+        // no key needs looking up.
+        let recorded_before = self.store.has_results(active.version)?;
         for HostJudgements { host, judgements } in &hosts {
             for (rule_id, judgement) in judgements {
-                if let Some(row) =
-                    self.changed(active.version, &host.agent_id, rule_id, judgement, now_ms)?
-                {
+                if let Some(row) = self.changed(
+                    active.version,
+                    recorded_before,
+                    &host.agent_id,
+                    rule_id,
+                    judgement,
+                    now_ms,
+                )? {
                     changed.push(row);
                 }
             }
@@ -518,10 +526,12 @@ impl Evaluator {
         Ok(pass)
     }
 
-    /// The result to record when it differs from the last one recorded.
+    /// The result to record when it differs from the last one recorded (looked up in the
+    /// store only if `recorded_before` under this version).
     fn changed(
         &self,
         version: i64,
+        recorded_before: bool,
         agent_id: &str,
         rule_id: &str,
         judgement: &Judgement,
@@ -533,7 +543,8 @@ impl Evaluator {
             judgement.offending.clone(),
         );
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        if !last.contains_key(&key)
+        if recorded_before
+            && !last.contains_key(&key)
             && let Some(row) = self.store.last_result(version, agent_id, rule_id)?
         {
             last.insert(key.clone(), (row.outcome, row.offending));

@@ -323,22 +323,20 @@ impl Store {
         }
         let mut conn = self.writer();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Many rows per statement: each row's trigger (the heads, the trend's stale days) makes
+        // SQLite keep a statement journal of every page the statement changes, and a page
+        // changed by many rows of one statement is copied there once, not once per row.
+        let mut chunks = results.chunks_exact(RESULTS_PER_INSERT);
         {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO rule_results (policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?;
-            for result in results {
-                insert.execute(params![
-                    result.policy_version,
-                    result.rule_id,
-                    result.agent_id,
-                    result.at_ms,
-                    result.outcome,
-                    result.detail,
-                    serde_json::to_string(&result.offending).unwrap_or_else(|_| "[]".into()),
-                    serde_json::to_string(&result.evidence).unwrap_or_else(|_| "[]".into()),
-                ])?;
+            let mut insert = tx.prepare_cached(&insert_results_sql(RESULTS_PER_INSERT))?;
+            for chunk in &mut chunks {
+                bind_results(&mut insert, chunk)?;
+                insert.raw_execute()?;
+            }
+            let mut insert = tx.prepare_cached(&insert_results_sql(1))?;
+            for result in chunks.remainder() {
+                bind_results(&mut insert, std::slice::from_ref(result))?;
+                insert.raw_execute()?;
             }
         }
         tx.commit()?;
@@ -447,6 +445,14 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Whether any result was recorded under `policy_version` (one index seek).
+    pub fn has_results(&self, policy_version: i64) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()?
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM rule_results WHERE policy_version = ?1)")?
+            .query_row([policy_version], |r| r.get(0))?)
     }
 
     /// When the first result under `policy_version` was recorded.
@@ -732,17 +738,17 @@ fn open_in(
     action: &ActionRow,
     event: &EventRow,
 ) -> Result<i64, StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO actions (agent_id, rule_id, rule_title, severity, opened_at_ms)
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            action.agent_id,
-            action.rule_id,
-            action.rule_title,
-            action.severity,
-            action.opened_at_ms
-        ],
-    )?;
+    )?
+    .execute(params![
+        action.agent_id,
+        action.rule_id,
+        action.rule_title,
+        action.severity,
+        action.opened_at_ms
+    ])?;
     let id = conn.last_insert_rowid();
     insert_event(conn, id, event)?;
     Ok(id)
@@ -761,25 +767,76 @@ fn insert_event(
     action_id: i64,
     e: &EventRow,
 ) -> Result<(), rusqlite::Error> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO action_events (action_id, at_ms, kind, state, actor, reason, owner, due_at_ms,
                                     root_cause, risk_expires_at_ms, policy_version, evidence)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            action_id,
-            e.at_ms,
-            e.kind,
-            e.state,
-            e.actor,
-            e.reason,
-            e.owner,
-            e.due_at_ms,
-            e.root_cause,
-            e.risk_expires_at_ms,
-            e.policy_version,
-            serde_json::to_string(&e.evidence).unwrap_or_else(|_| "[]".into())
-        ],
-    )?;
+    )?
+    .execute(params![
+        action_id,
+        e.at_ms,
+        e.kind,
+        e.state,
+        e.actor,
+        e.reason,
+        e.owner,
+        e.due_at_ms,
+        e.root_cause,
+        e.risk_expires_at_ms,
+        e.policy_version,
+        serde_json::to_string(&e.evidence).unwrap_or_else(|_| "[]".into())
+    ])?;
+    Ok(())
+}
+
+/// Rows appended by one statement (8 parameters each, far below SQLite's limit).
+const RESULTS_PER_INSERT: usize = 64;
+
+fn insert_results_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO rule_results (policy_version, rule_id, agent_id, at_ms, outcome, detail, offending, evidence) VALUES ",
+    );
+    for row in 0..rows {
+        let p = row * 8;
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?{},?{},?{},?{},?{},?{},?{},?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8
+        ));
+    }
+    sql
+}
+
+fn bind_results(
+    insert: &mut rusqlite::CachedStatement<'_>,
+    results: &[ResultRow],
+) -> Result<(), rusqlite::Error> {
+    for (row, result) in results.iter().enumerate() {
+        let p = row * 8;
+        insert.raw_bind_parameter(p + 1, result.policy_version)?;
+        insert.raw_bind_parameter(p + 2, &result.rule_id)?;
+        insert.raw_bind_parameter(p + 3, &result.agent_id)?;
+        insert.raw_bind_parameter(p + 4, result.at_ms)?;
+        insert.raw_bind_parameter(p + 5, &result.outcome)?;
+        insert.raw_bind_parameter(p + 6, &result.detail)?;
+        insert.raw_bind_parameter(
+            p + 7,
+            serde_json::to_string(&result.offending).unwrap_or_else(|_| "[]".into()),
+        )?;
+        insert.raw_bind_parameter(
+            p + 8,
+            serde_json::to_string(&result.evidence).unwrap_or_else(|_| "[]".into()),
+        )?;
+    }
     Ok(())
 }
 
@@ -939,6 +996,59 @@ mod tests {
         let at_45 = outcomes(&store, version, 45);
         assert!(at_45.contains(&("agt-1".into(), "c".into(), "fail".into())));
         assert!(at_45.contains(&("agt-1".into(), "a".into(), "no_evidence".into())));
+    }
+
+    #[test]
+    fn results_appended_many_to_a_statement_are_stored_as_given_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("store");
+        crate::store::enrol_for_test(&store, dir.path(), &HostFacts::default());
+        let version = store
+            .activate_policy(b"h", "p", "test", "text", 0)
+            .expect("policy");
+        // Two full statements and a remainder; later rows of a key in the same statement
+        // must win its head, as they do one row at a time.
+        let rows: Vec<ResultRow> = (0..2 * RESULTS_PER_INSERT + 5)
+            .map(|i| ResultRow {
+                offending: vec![format!("pkg-{i}")],
+                evidence: vec![i as u64, 7],
+                ..result(
+                    version,
+                    &format!("rule-{}", i % 7),
+                    100 + i as i64,
+                    ["pass", "fail", "no_evidence"][i % 3],
+                )
+            })
+            .collect();
+        store.append_results(&rows).expect("append");
+        let stored = store.results_between(None, 0, i64::MAX).expect("read");
+        assert_eq!(stored.len(), rows.len());
+        for (want, got) in rows.iter().zip(&stored) {
+            assert_eq!(
+                (
+                    &want.rule_id,
+                    want.at_ms,
+                    &want.outcome,
+                    &want.detail,
+                    &want.offending,
+                    &want.evidence
+                ),
+                (
+                    &got.rule_id,
+                    got.at_ms,
+                    &got.outcome,
+                    &got.detail,
+                    &got.offending,
+                    &got.evidence
+                )
+            );
+        }
+        let heads = outcomes(&store, version, i64::MAX);
+        assert_eq!(heads.len(), 7);
+        for (_, rule, outcome) in &heads {
+            let newest = rows.iter().rev().find(|r| &r.rule_id == rule).expect("row");
+            assert_eq!(outcome, &newest.outcome, "{rule}");
+        }
     }
 
     #[test]
