@@ -959,14 +959,20 @@ mod tests {
         out
     }
 
-    #[test]
-    fn outcomes_as_of_any_moment_are_the_newest_results_by_then() {
+    /// A store with one enrolled agent (`agt-1`) and a policy in force; returns its version.
+    fn store_with_policy() -> (tempfile::TempDir, Store, i64) {
         let dir = tempfile::tempdir().expect("dir");
         let store = Store::open_or_create(&dir.path().join("collector.db")).expect("store");
         crate::store::enrol_for_test(&store, dir.path(), &HostFacts::default());
         let version = store
             .activate_policy(b"h", "p", "test", "text", 0)
             .expect("policy");
+        (dir, store, version)
+    }
+
+    #[test]
+    fn outcomes_as_of_any_moment_are_the_newest_results_by_then() {
+        let (_dir, store, version) = store_with_policy();
         // Appended out of time order too (a replayed history), with a tie at 40.
         let mut rows = Vec::new();
         for (i, rule) in ["a", "b", "c", "d", "e", "f", "g", "h"].iter().enumerate() {
@@ -1000,12 +1006,7 @@ mod tests {
 
     #[test]
     fn results_appended_many_to_a_statement_are_stored_as_given_in_order() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("store");
-        crate::store::enrol_for_test(&store, dir.path(), &HostFacts::default());
-        let version = store
-            .activate_policy(b"h", "p", "test", "text", 0)
-            .expect("policy");
+        let (_dir, store, version) = store_with_policy();
         // Two full statements and a remainder; later rows of a key in the same statement
         // must win its head, as they do one row at a time.
         let rows: Vec<ResultRow> = (0..2 * RESULTS_PER_INSERT + 5)
@@ -1112,12 +1113,7 @@ mod tests {
 
     #[test]
     fn a_result_recorded_at_or_before_a_stored_day_makes_it_and_later_days_stale() {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("store");
-        crate::store::enrol_for_test(&store, dir.path(), &HostFacts::default());
-        let version = store
-            .activate_policy(b"h", "p", "test", "text", 0)
-            .expect("policy");
+        let (_dir, store, version) = store_with_policy();
         for day in [100, 200, 300] {
             store.put_trend_day(version, day, "{}").expect("put");
         }
