@@ -189,7 +189,9 @@ impl Store {
 
     /// Items of one kind before `below_sequence`, newest first, that arrived by `as_of_ms`,
     /// until `visit` returns false. Reads a page at a time and lets go of the database between
-    /// pages, so a long walk never holds up ingest.
+    /// pages, so a long walk never holds up ingest. Pages start small and double: a walk
+    /// that remembers where an earlier one ended usually stops after an item or two, and
+    /// every item of a page is unpacked.
     pub fn walk_back(
         &self,
         agent_id: &str,
@@ -198,7 +200,9 @@ impl Store {
         as_of_ms: i64,
         mut visit: impl FnMut(ItemRow) -> bool,
     ) -> Result<(), StoreError> {
-        const PAGE: i64 = 32;
+        const FIRST_PAGE: i64 = 2;
+        const LARGEST_PAGE: i64 = 32;
+        let mut page_len = FIRST_PAGE;
         let mut below = below_sequence as i64;
         let mut batches = super::batch_blobs::BatchItems::default();
         loop {
@@ -211,7 +215,7 @@ impl Store {
                      ORDER BY sequence DESC LIMIT ?5",
                 )?;
                 let rows = stmt
-                    .query_map(params![agent_id, kind, below, as_of_ms, PAGE], |r| {
+                    .query_map(params![agent_id, kind, below, as_of_ms, page_len], |r| {
                         Ok((
                             r.get(0)?,
                             r.get(1)?,
@@ -230,7 +234,8 @@ impl Store {
                 return Ok(());
             };
             below = last.sequence as i64;
-            let full = page.len() as i64 == PAGE;
+            let full = page.len() as i64 == page_len;
+            page_len = (page_len * 2).min(LARGEST_PAGE);
             for item in page {
                 if !visit(item) {
                     return Ok(());

@@ -1132,6 +1132,40 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_back_visits_every_earlier_item_newest_first_across_growing_pages() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
+        let identity = enrol_for_test(&store, dir.path(), &HostFacts::default());
+        for first in (1..=40).step_by(5) {
+            let sequences: Vec<u64> = (first..first + 5).collect();
+            store
+                .append_batch(&identity, &batch(&sequences), 10)
+                .expect("append");
+        }
+        let walk = |below: u64, stop_after: usize| {
+            let mut seen = Vec::new();
+            store
+                .walk_back(
+                    &identity.agent_id,
+                    CheckKind::Inventory.number(),
+                    below,
+                    i64::MAX,
+                    |item| {
+                        seen.push(item.sequence);
+                        seen.len() < stop_after
+                    },
+                )
+                .expect("walk");
+            seen
+        };
+        // Pages of 2, 4, 8, 16 and 32 items: every boundary is crossed.
+        assert_eq!(walk(41, usize::MAX), (1..=40).rev().collect::<Vec<u64>>());
+        assert_eq!(walk(20, usize::MAX), (1..=19).rev().collect::<Vec<u64>>());
+        assert_eq!(walk(41, 3), vec![40, 39, 38]);
+        assert_eq!(walk(1, usize::MAX), Vec::<u64>::new());
+    }
+
+    #[test]
     fn a_long_read_does_not_hold_up_the_writer_and_cannot_write() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
