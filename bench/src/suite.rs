@@ -451,6 +451,7 @@ async fn evaluation_table(
     // the timed pass starts from the same settled store whatever the machine did meanwhile.
     crate::measure::until_idle(collector.pid(), Duration::from_secs(600)).await;
     let data_dir = collector.stop()?;
+    // A copy of the judged fleet's database, to profile evaluation on without the fleet.
     if let Ok(keep) = std::env::var("EVIDENT_BENCH_KEEP_DB") {
         std::fs::copy(data_dir.join("collector.db"), keep)?;
     }
