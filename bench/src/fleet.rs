@@ -1,7 +1,14 @@
 //! The fleet simulator: enrols simulated agents with real keys and certificates, then streams
 //! signed batches from each over its own mutual-TLS connection, as real agents do (connect,
 //! send, wait for each ack, disconnect).
+//!
+//! Real agents build and sign their batches on their own machines; here a thousand of them
+//! share the collector's two cores. So the batches a run will need are built and signed before
+//! its clock starts (`prepare`), and the run spends its CPU on what the collector's figures are
+//! about: connections, TLS and the collector itself. A run that outruns its prepared batches
+//! signs the rest as it goes and says how many (`Outcome::signed_during_run`).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +30,8 @@ pub struct SimAgent {
     key: KeyPair,
     tls: rustls::ClientConfig,
     next_sequence: u64,
+    /// Signed batches waiting to be sent, in sequence order from `next_sequence`.
+    prepared: VecDeque<v1::Batch>,
 }
 
 /// Enrols `count` agents with one multi-use token, `parallel` at a time.
@@ -91,6 +100,7 @@ async fn enrol_one(
         key,
         tls,
         next_sequence: 1,
+        prepared: VecDeque::new(),
     })
 }
 
@@ -118,6 +128,8 @@ pub struct Outcome {
     /// Send-to-ack time of every batch, sorted.
     pub latencies: Vec<Duration>,
     pub elapsed: Duration,
+    /// Batches signed while the clock ran, because the prepared ones ran out.
+    pub signed_during_run: u64,
 }
 
 impl Outcome {
@@ -125,6 +137,7 @@ impl Outcome {
         self.batches += session.batches;
         self.items_stored += session.items_stored;
         self.latencies.extend(session.latencies);
+        self.signed_during_run += session.signed_during_run;
         if let Some(error) = session.error {
             self.errors += 1;
             self.first_error.get_or_insert(error);
@@ -153,6 +166,17 @@ pub async fn stream(
     cycle: Arc<Vec<Observation>>,
     load: Load,
 ) -> anyhow::Result<(Outcome, Vec<SimAgent>)> {
+    let agents = prepare(agents, cycle.clone(), &load).await?;
+    // When every agent holds its stream for the whole run, the streams are open before the
+    // clock starts: a thousand TLS handshakes at once are a reconnection storm, which is a
+    // figure of its own, not the ingest or ack latency of connected agents.
+    let mut opened = if load.connections >= agents.len() {
+        open_streams(url, &agents, 64).await
+    } else {
+        Vec::new()
+    }
+    .into_iter()
+    .map(Result::ok);
     let started = Instant::now();
     let deadline = started + load.duration;
     let turns = Arc::new(Semaphore::new(load.connections.max(1)));
@@ -165,6 +189,7 @@ pub async fn stream(
         let load = load.clone();
         let turns = turns.clone();
         let results = results_tx.clone();
+        let mut stream = opened.next().flatten();
         tasks.push(tokio::spawn(async move {
             // Each agent paces itself to its share of the rate, starting at a random phase.
             let period = (load.rate > 0.0).then(|| Duration::from_secs_f64(count / load.rate));
@@ -177,8 +202,17 @@ pub async fn stream(
                 let Ok(_turn) = turns.clone().acquire_owned().await else {
                     break;
                 };
-                let session =
-                    session(&url, &mut agent, &cycle, &load, deadline, period, &mut next).await;
+                let session = session(
+                    &url,
+                    &mut agent,
+                    stream.take(),
+                    &cycle,
+                    &load,
+                    deadline,
+                    period,
+                    &mut next,
+                )
+                .await;
                 if results.send(session).is_err() {
                     break;
                 }
@@ -193,11 +227,97 @@ pub async fn stream(
     }
     let mut agents = Vec::new();
     for task in tasks {
-        agents.push(task.await?);
+        let mut agent = task.await?;
+        // What was not sent is signed again from `next_sequence` by the next run.
+        agent.prepared.clear();
+        agents.push(agent);
     }
     outcome.elapsed = started.elapsed();
     outcome.latencies.sort_unstable();
     Ok((outcome, agents))
+}
+
+/// Batches per second across the fleet that a run as fast as acks come back is prepared for:
+/// 32,000 items/s, well above what this machine ingests. Past it, agents sign as they go.
+const PREPARED_BATCHES_PER_SEC: f64 = 8_000.0;
+
+/// At most this many batches are prepared for a run (about 700 MB of typical batches), so a
+/// long soak run signs most of its batches as it goes.
+const MAX_PREPARED_BATCHES: f64 = 240_000.0;
+
+/// Builds and signs, for every agent, the batches `load` will send, on all cores.
+async fn prepare(
+    agents: Vec<SimAgent>,
+    cycle: Arc<Vec<Observation>>,
+    load: &Load,
+) -> anyhow::Result<Vec<SimAgent>> {
+    let fleet_rate = if load.rate > 0.0 {
+        load.rate
+    } else {
+        PREPARED_BATCHES_PER_SEC
+    };
+    let fleet_batches = (fleet_rate * load.duration.as_secs_f64()).min(MAX_PREPARED_BATCHES);
+    let per_agent = (fleet_batches / agents.len().max(1) as f64).ceil() as usize + 1;
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let chunk = agents.len().div_ceil(threads).max(1);
+    let mut agents = agents.into_iter();
+    let mut tasks = Vec::new();
+    loop {
+        let mut part: Vec<SimAgent> = agents.by_ref().take(chunk).collect();
+        if part.is_empty() {
+            break;
+        }
+        let cycle = cycle.clone();
+        let cycles_per_batch = load.cycles_per_batch;
+        tasks.push(tokio::task::spawn_blocking(move || {
+            for agent in &mut part {
+                agent.prepared.clear();
+                let mut first = agent.next_sequence;
+                for _ in 0..per_agent {
+                    let batch = agent.sign(first, &cycle, cycles_per_batch)?;
+                    first += (cycle.len() * cycles_per_batch) as u64;
+                    agent.prepared.push_back(batch);
+                }
+            }
+            Ok::<_, anyhow::Error>(part)
+        }));
+    }
+    let mut prepared = Vec::new();
+    for task in tasks {
+        prepared.extend(task.await??);
+    }
+    Ok(prepared)
+}
+
+impl SimAgent {
+    /// A signed batch of `cycles` repetitions of `cycle`, numbered from `first`.
+    fn sign(&self, first: u64, cycle: &[Observation], cycles: usize) -> anyhow::Result<v1::Batch> {
+        let items = payload::item_list(first, cycle, cycles);
+        let signature = evident_agent::report::sign_batch(&self.key, &items)?;
+        Ok(v1::Batch {
+            batch_id: first,
+            items,
+            signature,
+            signature_algorithm: v1::SignatureAlgorithm::EcdsaP256Sha256 as i32,
+            sent_at_unix_ms: 0,
+        })
+    }
+
+    /// The next batch to send: the prepared one if it continues from `next_sequence`, else one
+    /// signed now (the prepared ones ran out, or a send failed and the batch is due again).
+    fn next_batch(
+        &mut self,
+        cycle: &[Observation],
+        cycles: usize,
+    ) -> anyhow::Result<(v1::Batch, bool)> {
+        match self.prepared.pop_front() {
+            Some(batch) if batch.batch_id == self.next_sequence => Ok((batch, false)),
+            _ => {
+                self.prepared.clear();
+                Ok((self.sign(self.next_sequence, cycle, cycles)?, true))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -205,13 +325,64 @@ struct Session {
     batches: u64,
     items_stored: u64,
     latencies: Vec<Duration>,
+    signed_during_run: u64,
     error: Option<String>,
 }
 
-/// One connection: up to `batches_per_session` batches, each acked before the next.
+/// An agent's open Report stream: where its batches go and where its acks come from.
+struct OpenStream {
+    batches: mpsc::Sender<v1::ReportRequest>,
+    acks: tonic::Streaming<v1::ReportResponse>,
+    client: v1::evidence_client::EvidenceClient<tonic::transport::Channel>,
+}
+
+async fn open_stream(url: &CollectorUrl, tls: rustls::ClientConfig) -> anyhow::Result<OpenStream> {
+    let channel = tls::connect(url, tls).await?;
+    let mut client = v1::evidence_client::EvidenceClient::new(channel);
+    let (batches, rx) = mpsc::channel(1);
+    let acks = client
+        .report(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| anyhow::anyhow!("stream refused: {}", s.message()))?
+        .into_inner();
+    Ok(OpenStream {
+        batches,
+        acks,
+        client,
+    })
+}
+
+/// Opens a stream for each agent, `parallel` handshakes at a time.
+async fn open_streams(
+    url: &CollectorUrl,
+    agents: &[SimAgent],
+    parallel: usize,
+) -> Vec<anyhow::Result<OpenStream>> {
+    let permits = Arc::new(Semaphore::new(parallel.max(1)));
+    let mut opening = Vec::new();
+    for agent in agents {
+        let url = url.clone();
+        let tls = agent.tls.clone();
+        let permits = permits.clone();
+        opening.push(tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            open_stream(&url, tls).await
+        }));
+    }
+    let mut streams = Vec::new();
+    for task in opening {
+        streams.push(task.await.map_err(anyhow::Error::from).and_then(|r| r));
+    }
+    streams
+}
+
+/// One connection (the one given, else a new one): up to `batches_per_session` batches, each
+/// acked before the next.
+#[allow(clippy::too_many_arguments)]
 async fn session(
     url: &CollectorUrl,
     agent: &mut SimAgent,
+    opened: Option<OpenStream>,
     cycle: &[Observation],
     load: &Load,
     deadline: Instant,
@@ -220,14 +391,14 @@ async fn session(
 ) -> Session {
     let mut session = Session::default();
     let result: anyhow::Result<()> = async {
-        let channel = tls::connect(url, agent.tls.clone()).await?;
-        let mut client = v1::evidence_client::EvidenceClient::new(channel);
-        let (tx, rx) = mpsc::channel(1);
-        let mut acks = client
-            .report(ReceiverStream::new(rx))
-            .await
-            .map_err(|s| anyhow::anyhow!("stream refused: {}", s.message()))?
-            .into_inner();
+        let OpenStream {
+            batches: tx,
+            mut acks,
+            client: _client,
+        } = match opened {
+            Some(stream) => stream,
+            None => open_stream(url, agent.tls.clone()).await?,
+        };
         for _ in 0..load.batches_per_session {
             if let Some(period) = period {
                 tokio::time::sleep_until((*next).into()).await;
@@ -237,17 +408,12 @@ async fn session(
                 break;
             }
             let first = agent.next_sequence;
-            let items = payload::item_list(first, cycle, load.cycles_per_batch);
-            let signature = evident_agent::report::sign_batch(&agent.key, &items)?;
+            let (mut batch, signed_now) = agent.next_batch(cycle, load.cycles_per_batch)?;
+            session.signed_during_run += u64::from(signed_now);
+            batch.sent_at_unix_ms = evident_collector::model::now_unix_ms();
             let sent_at = Instant::now();
             tx.send(v1::ReportRequest {
-                kind: Some(v1::report_request::Kind::Batch(v1::Batch {
-                    batch_id: first,
-                    items,
-                    signature,
-                    signature_algorithm: v1::SignatureAlgorithm::EcdsaP256Sha256 as i32,
-                    sent_at_unix_ms: evident_collector::model::now_unix_ms(),
-                })),
+                kind: Some(v1::report_request::Kind::Batch(batch)),
             })
             .await
             .context("stream closed")?;
@@ -294,29 +460,14 @@ pub async fn hold_idle(
     agents: &[SimAgent],
     parallel: usize,
 ) -> anyhow::Result<IdleStreams> {
-    let permits = Arc::new(Semaphore::new(parallel.max(1)));
-    let mut opening = Vec::new();
-    for agent in agents {
-        let url = url.clone();
-        let tls = agent.tls.clone();
-        let permits = permits.clone();
-        opening.push(tokio::spawn(async move {
-            let _permit = permits.acquire_owned().await?;
-            let channel = tls::connect(&url, tls).await?;
-            let mut client = v1::evidence_client::EvidenceClient::new(channel);
-            let (tx, rx) = mpsc::channel(1);
-            let acks = client
-                .report(ReceiverStream::new(rx))
-                .await
-                .map_err(|s| anyhow::anyhow!("stream refused: {}", s.message()))?
-                .into_inner();
-            Ok::<_, anyhow::Error>((tx, client, acks))
-        }));
-    }
     let mut senders = Vec::new();
     let mut tasks = Vec::new();
-    for task in opening {
-        let (tx, client, mut acks) = task.await??;
+    for opened in open_streams(url, agents, parallel).await {
+        let OpenStream {
+            batches: tx,
+            mut acks,
+            client,
+        } = opened?;
         senders.push(tx);
         tasks.push(tokio::spawn(async move {
             let _client = client;
@@ -351,7 +502,10 @@ pub async fn stream_once(
         tasks.push(tokio::spawn(async move {
             let _turn = turns.acquire_owned().await;
             let mut next = Instant::now();
-            let session = session(&url, &mut agent, &cycle, &load, deadline, None, &mut next).await;
+            let session = session(
+                &url, &mut agent, None, &cycle, &load, deadline, None, &mut next,
+            )
+            .await;
             (session, agent)
         }));
     }

@@ -226,7 +226,7 @@ pub fn drive(
     judgement: &Judgement,
     now_ms: i64,
 ) -> Result<Option<EventRow>, StoreError> {
-    let due_ms = i64::from(active.policy.due_days(rule.severity)) * 86_400_000;
+    let due_ms = due_ms(active, rule);
     let existing = actions.action_for(&host.agent_id, &rule.id)?;
     let Some(action) = existing else {
         if judgement.outcome != RuleOutcome::Fail {
@@ -268,6 +268,36 @@ pub fn drive(
         action_id: action.id,
         ..event
     }))
+}
+
+/// Whether `drive` would record an event for `judgement`, given the newest event of the
+/// (host, rule) pair's action (`None`: none was ever opened). Lets a pass find the few actions
+/// that move on a read connection and hold the writer only for those; `drive` decides again
+/// inside its transaction.
+pub fn moves(
+    current: Option<&EventRow>,
+    active: &ActivePolicy,
+    rule: &Rule,
+    judgement: &Judgement,
+    now_ms: i64,
+) -> bool {
+    match current {
+        None => judgement.outcome == RuleOutcome::Fail,
+        Some(current) => next_event(
+            current,
+            active,
+            rule,
+            judgement,
+            due_ms(active, rule),
+            now_ms,
+        )
+        .is_some(),
+    }
+}
+
+/// How long after opening an action of `rule` is due.
+fn due_ms(active: &ActivePolicy, rule: &Rule) -> i64 {
+    i64::from(active.policy.due_days(rule.severity)) * 86_400_000
 }
 
 /// The event the collector records for an action whose newest event is `current`, given a

@@ -471,8 +471,10 @@ impl Evaluator {
                 last.insert((row.agent_id, row.rule_id), (row.outcome, row.offending));
             }
         }
-        // Actions move in chunks of (host, rule) pairs, one transaction each: one durable
-        // write per chunk, and ingest gets the database between chunks.
+        // Which actions move is read without the writer: a pass over a fleet whose actions
+        // stay put (most passes) then never holds up ingest. Those that move do so in chunks of
+        // (host, rule) pairs, one transaction each: one durable write per chunk, and ingest
+        // gets the database between chunks.
         let pairs: Vec<(&HostView, &str, &Judgement)> = hosts
             .iter()
             .flat_map(|h| {
@@ -482,7 +484,22 @@ impl Evaluator {
             })
             .collect();
         let recorded = started.elapsed();
-        for chunk in pairs.chunks(ACTION_CHUNK) {
+        let current = self.store.current_actions(
+            pairs
+                .iter()
+                .map(|(host, rule_id, _)| (host.agent_id.as_str(), *rule_id)),
+        )?;
+        let moving: Vec<_> = pairs
+            .into_iter()
+            .zip(current)
+            .filter(|((_, rule_id, judgement), current)| {
+                policy.rule(rule_id).is_some_and(|rule| {
+                    actions::moves(current.as_ref(), &active, rule, judgement, now_ms)
+                })
+            })
+            .map(|(pair, _)| pair)
+            .collect();
+        for chunk in moving.chunks(ACTION_CHUNK) {
             let events = self.store.with_actions(|tx| {
                 let mut events = Vec::new();
                 for (host, rule_id, judgement) in chunk {

@@ -41,7 +41,11 @@ fn the_writer_keeps_the_process_priority_and_the_rest_run_below_it() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let by_name = loop {
         let all = threads(pid);
-        if all.iter().any(|(name, _)| name == "evident-evaluat") || Instant::now() > deadline {
+        // The threads start one after another as `serve` comes up: wait for all of them.
+        let started = ["evident-writer", "evident-checkpo", "evident-evaluat"]
+            .iter()
+            .all(|wanted| all.iter().any(|(name, _)| name == wanted));
+        if started || Instant::now() > deadline {
             let mut by_name: BTreeMap<String, Vec<i32>> = BTreeMap::new();
             for (name, nice) in all {
                 by_name.entry(name).or_default().push(nice);

@@ -45,7 +45,9 @@ fn verdict(outcome: RuleOutcome, received_at_ms: i64, sequence: u64) -> Judgemen
     }
 }
 
-/// `drive` in a transaction of its own.
+/// `drive` in a transaction of its own, after checking that `moves`, from the action as a
+/// read connection sees it, foretells whether `drive` records an event: every lifecycle test
+/// below checks the evaluator's read-first filter in every state it walks through.
 fn drive_now(
     store: &Store,
     active: &ActivePolicy,
@@ -54,7 +56,18 @@ fn drive_now(
     judgement: &Judgement,
     now_ms: i64,
 ) -> Result<Option<EventRow>, StoreError> {
-    store.with_actions(|tx| drive(tx, active, rule, host, judgement, now_ms))
+    let current = store
+        .current_actions([(host.agent_id.as_str(), rule.id.as_str())])?
+        .pop()
+        .expect("one answer per key");
+    let foretold = moves(current.as_ref(), active, rule, judgement, now_ms);
+    let event = store.with_actions(|tx| drive(tx, active, rule, host, judgement, now_ms))?;
+    assert_eq!(
+        foretold,
+        event.is_some(),
+        "moves() and drive() disagree on {judgement:?} after {current:?}: {event:?}"
+    );
+    Ok(event)
 }
 
 fn host() -> HostView {

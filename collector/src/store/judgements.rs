@@ -530,6 +530,22 @@ impl Store {
         Ok(out)
     }
 
+    /// The newest event of the action of each (host, rule) pair, `None` where none was ever
+    /// opened; read in one snapshot on a read connection, so that a pass holds the writer only
+    /// for the actions that move.
+    pub fn current_actions<'k>(
+        &self,
+        keys: impl IntoIterator<Item = (&'k str, &'k str)>,
+    ) -> Result<Vec<Option<EventRow>>, StoreError> {
+        let conn = self.conn()?;
+        let snapshot = conn.unchecked_transaction()?;
+        keys.into_iter()
+            .map(|(agent_id, rule_id)| {
+                Ok(action_for_in(&snapshot, agent_id, rule_id)?.map(|(_, event)| event))
+            })
+            .collect()
+    }
+
     /// The state and due date of every action as of `as_of_ms` (its newest event by then), for
     /// counts. Read from `action_heads` (one narrow row per action), seeking the newest event
     /// by then only for actions whose head is newer than `as_of_ms`; when most are, one pass
