@@ -696,7 +696,7 @@ fn render(config: &SuiteConfig, report: &Report) -> String {
         git_commit(),
         config.command
     );
-    out.push_str("Re-run with `scripts/bench` (release build, fat LTO; about 15 minutes here). The collector and the fleet simulator (`evident-bench`) run as separate processes on the same machine and share its cores; the simulator does real TLS handshakes and ECDSA signatures for every agent. No figure here is asserted in a test.\n\n| figure | target | measured | met |\n|---|---|---|---|\n");
+    out.push_str("Re-run with `scripts/bench` (release build, fat LTO; about 15 minutes here). The collector and the fleet simulator (`evident-bench`) run as separate processes on the same machine and share its cores; the simulator does real TLS handshakes and ECDSA signatures for every agent, and signs each ingest run's batches before the run's clock starts, as agents do on their own machines. No figure here is asserted in a test.\n\n| figure | target | measured | met |\n|---|---|---|---|\n");
     for f in &report.figures {
         let _ = writeln!(
             out,
