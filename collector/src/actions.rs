@@ -226,23 +226,12 @@ pub fn drive(
     judgement: &Judgement,
     now_ms: i64,
 ) -> Result<Option<EventRow>, StoreError> {
-    let due_ms = due_ms(active, rule);
     let existing = actions.action_for(&host.agent_id, &rule.id)?;
-    let Some(action) = existing else {
-        if judgement.outcome != RuleOutcome::Fail {
-            return Ok(None);
-        }
-        let event = EventRow {
-            at_ms: now_ms,
-            kind: "opened".into(),
-            state: State::Open.as_str().into(),
-            actor: SYSTEM.into(),
-            reason: judgement.detail.clone(),
-            due_at_ms: Some(now_ms.saturating_add(due_ms)),
-            policy_version: Some(active.version),
-            evidence: judgement.evidence.clone(),
-            ..EventRow::default()
-        };
+    let current = existing.as_ref().map(|(_, event)| event);
+    let Some(event) = event_for(current, active, rule, judgement, now_ms) else {
+        return Ok(None);
+    };
+    let Some((action, _)) = existing else {
         let opened = ActionRow {
             id: 0,
             agent_id: host.agent_id.clone(),
@@ -258,10 +247,6 @@ pub fn drive(
             ..event
         }));
     };
-    let (action, current) = action;
-    let Some(event) = next_event(&current, active, rule, judgement, due_ms, now_ms) else {
-        return Ok(None);
-    };
     let id = actions.append(action.id, &event)?;
     Ok(Some(EventRow {
         id,
@@ -270,29 +255,32 @@ pub fn drive(
     }))
 }
 
-/// Whether `drive` would record an event for `judgement`, given the newest event of the
-/// (host, rule) pair's action (`None`: none was ever opened). Lets a pass find the few actions
-/// that move on a read connection and hold the writer only for those; `drive` decides again
-/// inside its transaction.
-pub fn moves(
+/// The event `drive` records for `judgement`, given the newest event of the (host, rule)
+/// pair's action (`None`: none was ever opened); `None` when the action stays as it is. Pure,
+/// so a pass can find the few actions that move on a read connection and hold the writer
+/// only for those; `drive` decides again inside its transaction.
+pub fn event_for(
     current: Option<&EventRow>,
     active: &ActivePolicy,
     rule: &Rule,
     judgement: &Judgement,
     now_ms: i64,
-) -> bool {
-    match current {
-        None => judgement.outcome == RuleOutcome::Fail,
-        Some(current) => next_event(
-            current,
-            active,
-            rule,
-            judgement,
-            due_ms(active, rule),
-            now_ms,
-        )
-        .is_some(),
-    }
+) -> Option<EventRow> {
+    let due_ms = due_ms(active, rule);
+    let Some(current) = current else {
+        return (judgement.outcome == RuleOutcome::Fail).then(|| EventRow {
+            at_ms: now_ms,
+            kind: "opened".into(),
+            state: State::Open.as_str().into(),
+            actor: SYSTEM.into(),
+            reason: judgement.detail.clone(),
+            due_at_ms: Some(now_ms.saturating_add(due_ms)),
+            policy_version: Some(active.version),
+            evidence: judgement.evidence.clone(),
+            ..EventRow::default()
+        });
+    };
+    next_event(current, active, rule, judgement, due_ms, now_ms)
 }
 
 /// How long after opening an action of `rule` is due.

@@ -494,7 +494,7 @@ impl Evaluator {
             .zip(current)
             .filter(|((_, rule_id, judgement), current)| {
                 policy.rule(rule_id).is_some_and(|rule| {
-                    actions::moves(current.as_ref(), &active, rule, judgement, now_ms)
+                    actions::event_for(current.as_ref(), &active, rule, judgement, now_ms).is_some()
                 })
             })
             .map(|(pair, _)| pair)

@@ -45,8 +45,8 @@ fn verdict(outcome: RuleOutcome, received_at_ms: i64, sequence: u64) -> Judgemen
     }
 }
 
-/// `drive` in a transaction of its own, after checking that `moves`, from the action as a
-/// read connection sees it, foretells whether `drive` records an event: every lifecycle test
+/// `drive` in a transaction of its own, after checking that `event_for`, from the action as
+/// a read connection sees it, foretells whether `drive` records an event: every lifecycle test
 /// below checks the evaluator's read-first filter in every state it walks through.
 fn drive_now(
     store: &Store,
@@ -60,12 +60,12 @@ fn drive_now(
         .current_actions([(host.agent_id.as_str(), rule.id.as_str())])?
         .pop()
         .expect("one answer per key");
-    let foretold = moves(current.as_ref(), active, rule, judgement, now_ms);
+    let foretold = event_for(current.as_ref(), active, rule, judgement, now_ms).is_some();
     let event = store.with_actions(|tx| drive(tx, active, rule, host, judgement, now_ms))?;
     assert_eq!(
         foretold,
         event.is_some(),
-        "moves() and drive() disagree on {judgement:?} after {current:?}: {event:?}"
+        "event_for() and drive() disagree on {judgement:?} after {current:?}: {event:?}"
     );
     Ok(event)
 }
