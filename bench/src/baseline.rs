@@ -87,6 +87,11 @@ pub fn raw_insert_loop(
                 items += 1;
             }
         }
+        // The last cycle holds each kind's newest item.
+        for (position, (kind, _)) in cycle_items.iter().enumerate() {
+            let sequence = *last_sequence - (cycle_items.len() - 1 - position) as u64;
+            evident_collector::store::set_kind_head(&tx, agent_id, *kind, sequence, now)?;
+        }
         tx.commit()?;
     }
     Ok(items as f64 / started.elapsed().as_secs_f64())

@@ -154,8 +154,12 @@ pub fn host_view(
     Ok(view)
 }
 
-/// How long arrivals are gathered before they are judged.
-const ARRIVAL_GATHER: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long arrivals are gathered before they are judged. A pass costs about the same per host
+/// however many batches the host sent meanwhile, so under a flood a longer gather judges the
+/// same hosts with less CPU taken from ingest (about a sixth of a core at 250 ms, by perf, at
+/// 1,000 agents sending as fast as acks came back). Evidence comes hourly: a second is still
+/// "on arrival" for a reviewer.
+const ARRIVAL_GATHER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// (host, rule) pairs whose actions move in one transaction.
 const ACTION_CHUNK: usize = 1000;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::chain;
 use crate::convert;
 use crate::signature;
-use crate::store::{Store, StoreError, StoredBatch, StoredEvidence};
+use crate::store::{KindHeads, Store, StoreError, StoredBatch, StoredEvidence};
 
 /// The first thing found wrong for one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,12 +88,20 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     })?;
 
     // Pass 2: each agent's chain in sequence order, and each row against its signed item.
+    // It also notes the newest item of each kind and each agent's last item, for pass 3.
+    let mut newest_of_kind = KindHeads::new();
+    let mut last_of_agent: BTreeMap<String, u64> = BTreeMap::new();
     let mut current_agent = String::new();
     let mut expected_prev = chain::GENESIS.to_vec();
     let mut previous_sequence = 0u64;
     let mut cached: Option<(i64, Vec<Vec<u8>>)> = None;
     store.for_each_evidence(None, |row: StoredEvidence, batches| {
         report.items += 1;
+        newest_of_kind.insert(
+            (row.agent_id.clone(), row.check_kind),
+            (row.sequence, row.received_at_ms),
+        );
+        last_of_agent.insert(row.agent_id.clone(), row.sequence);
         if row.agent_id != current_agent {
             current_agent = row.agent_id.clone();
             expected_prev = chain::GENESIS.to_vec();
@@ -179,6 +187,41 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
         previous_sequence = seq;
         Ok(true)
     })?;
+
+    // Pass 3: each kind's head, which evaluation reads as that kind's newest item. A head past
+    // the last item pass 2 saw of its agent arrived since, while the collector ran.
+    let mut heads = store.kind_heads()?;
+    for ((agent, kind), (sequence, received_at_ms)) in newest_of_kind {
+        let last_seen = last_of_agent.get(&agent).copied().unwrap_or(0);
+        match heads.remove(&(agent.clone(), kind)) {
+            Some(head) if head == (sequence, received_at_ms) || head.0 > last_seen => {}
+            Some((head, _)) => note(
+                &agent,
+                sequence,
+                format!(
+                    "the head of check kind {kind} names sequence {head}, not its newest item {sequence}: evidence_kind_heads was changed, and evaluation reads the wrong item"
+                ),
+            ),
+            None => note(
+                &agent,
+                sequence,
+                format!(
+                    "check kind {kind} has no head although sequence {sequence} is one: evidence_kind_heads was changed, and evaluation misses the kind"
+                ),
+            ),
+        }
+    }
+    for ((agent, kind), (sequence, _)) in heads {
+        if sequence <= last_of_agent.get(&agent).copied().unwrap_or(0) {
+            note(
+                &agent,
+                sequence,
+                format!(
+                    "the head of check kind {kind} names sequence {sequence}, which is no item of that kind: evidence_kind_heads was changed"
+                ),
+            );
+        }
+    }
     report.breaks = breaks.into_values().collect();
     Ok(report)
 }

@@ -189,7 +189,29 @@ fn verify_names_the_agent_and_sequence_of_every_kind_of_tampering() {
         expect_break(&dir, &format!("batch {batch_id} cannot be read back"));
     }
 
-    // 5. A row deleted from the middle: the next row's prev_hash no longer links up.
+    // 5. A kind's head set back to an older item: evaluation would judge the host on it, so
+    //    verify names the newest item the head should name.
+    let dir = copy("kind-head-set-back");
+    open_as_attacker(&dir)
+        .execute(
+            "UPDATE evidence_kind_heads SET sequence = ?1
+             WHERE agent_id = ?2 AND check_kind = (SELECT check_kind FROM evidence WHERE sequence = ?1)",
+            params![target, agent_id],
+        )
+        .expect("update");
+    let out = verify(&dir);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    let line = format!(
+        "BREAK agent {agent_id} sequence {}: the head of check kind",
+        target + ITEMS_PER_CYCLE as i64
+    );
+    assert!(out.stdout.contains(&line), "expected {line:?} in {out:?}");
+    assert!(
+        out.stdout.contains("evidence_kind_heads was changed"),
+        "{out:?}"
+    );
+
+    // 6. A row deleted from the middle: the next row's prev_hash no longer links up.
     let dir = copy("row-deleted");
     let conn = open_as_attacker(&dir);
     conn.execute_batch("DROP TRIGGER evidence_no_delete;")

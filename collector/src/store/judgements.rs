@@ -154,8 +154,13 @@ impl Store {
         for kind in kinds {
             let row: Option<(i64, i64, i64, i64, i64, i64)> = conn
                 .prepare_cached(
+                    // Walks the agent's sequence back from the kind's head: one row when the
+                    // head had arrived by then, as it has for any moment since.
                     "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
-                     FROM evidence WHERE agent_id = ?1 AND check_kind = ?2 AND received_at_ms <= ?3
+                     FROM evidence
+                     WHERE agent_id = ?1 AND check_kind = ?2 AND received_at_ms <= ?3
+                       AND sequence <= (SELECT sequence FROM evidence_kind_heads
+                                        WHERE agent_id = ?1 AND check_kind = ?2)
                      ORDER BY sequence DESC LIMIT 1",
                 )?
                 .query_row(params![agent_id, kind, as_of_ms], |r| {
@@ -191,7 +196,8 @@ impl Store {
     /// until `visit` returns false. Reads a page at a time and lets go of the database between
     /// pages, so a long walk never holds up ingest. Pages start small and double: a walk
     /// that remembers where an earlier one ended usually stops after an item or two, and
-    /// every item of a page is unpacked.
+    /// every item of a page is unpacked. The walk follows the agent's sequence (the UNIQUE
+    /// (agent_id, sequence) index) and passes over the items of other kinds.
     pub fn walk_back(
         &self,
         agent_id: &str,

@@ -5,6 +5,7 @@
 //! Callers on the async runtime reach them through `spawn_blocking`. WAL with
 //! `synchronous=FULL` makes a committed transaction durable, which is what an ack promises.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -37,7 +38,11 @@ const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("migrations/0007_batch_compression.sql")),
     M::up(include_str!("migrations/0008_fleet_summary.sql")),
     M::up(include_str!("migrations/0009_action_heads.sql")),
+    M::up(include_str!("migrations/0010_evidence_kind_heads.sql")),
 ];
+
+/// (agent, check kind) -> (sequence, received_at_ms) of that kind's newest item.
+pub type KindHeads = BTreeMap<(String, i64), (u64, i64)>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -250,6 +255,8 @@ pub struct StoredBatch {
 #[derive(Debug)]
 pub struct Store {
     writer: Mutex<Connection>,
+    /// Locked only by the append path, while it holds `writer`.
+    pack_cache: Mutex<batch_blobs::PackCache>,
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     /// Dropped with the store, which stops the checkpointing thread when there is one.
@@ -311,6 +318,7 @@ impl Store {
         Migrations::from_slice(MIGRATIONS).to_latest(&mut conn)?;
         Ok(Store {
             writer: Mutex::new(conn),
+            pack_cache: Mutex::default(),
             readers: Mutex::new(Vec::new()),
             path: path.to_owned(),
             checkpointer: Mutex::new(None),
@@ -583,8 +591,12 @@ impl Store {
         batches: &[(&CertIdentity, &BatchToAppend, i64)],
     ) -> Vec<Result<Appended, AppendError>> {
         let mut conn = self.writer();
-        append_group(&mut conn, batches, false).unwrap_or_else(|WrittenPartWay| {
-            append_group(&mut conn, batches, true)
+        let mut cache = self
+            .pack_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        append_group(&mut conn, &mut cache, batches, false).unwrap_or_else(|WrittenPartWay| {
+            append_group(&mut conn, &mut cache, batches, true)
                 .unwrap_or_else(|WrittenPartWay| unreachable!("a savepoint takes a batch back"))
         })
     }
@@ -657,6 +669,23 @@ impl Store {
             .query_map([], |r| r.get(0))?
             .collect::<Result<Vec<String>, _>>()?;
         Ok(ids)
+    }
+
+    /// Every agent's head of each check kind (`evidence_kind_heads`).
+    pub fn kind_heads(&self) -> Result<KindHeads, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare(
+            "SELECT agent_id, check_kind, sequence, received_at_ms FROM evidence_kind_heads",
+        )?;
+        let heads = stmt
+            .query_map([], |r| {
+                Ok((
+                    (r.get(0)?, r.get(1)?),
+                    (r.get::<_, i64>(2)? as u64, r.get(3)?),
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(heads)
     }
 
     /// Calls `visit` for each evidence row of an agent in sequence order (or of all agents,
@@ -815,6 +844,7 @@ fn check_append(
 /// Writes a checked batch's new items, extending the agent's hash chain.
 fn write_append(
     conn: &Connection,
+    cache: &mut batch_blobs::PackCache,
     identity: &CertIdentity,
     batch: &BatchToAppend,
     plan: &AppendPlan,
@@ -823,7 +853,7 @@ fn write_append(
     let agent_id = identity.agent_id.as_str();
     let new_items = &batch.items[plan.first_new..];
     if !new_items.is_empty() {
-        let packed = batch_blobs::pack(conn, agent_id, &batch.items_bytes, now_ms)?;
+        let packed = batch_blobs::pack(conn, cache, agent_id, &batch.items_bytes, now_ms)?;
         conn.prepare_cached(
             "INSERT INTO batches (agent_id, certificate_id, received_at_ms, items, items_dictionary,
                                   signature, signature_algorithm, agent_clock_skew_ms)
@@ -864,11 +894,40 @@ fn write_append(
             ])?;
             prev_hash = hash.to_vec();
         }
+        // Items come in sequence order, so the last of each kind is its new head.
+        let mut kinds = Vec::with_capacity(4);
+        for item in new_items.iter().rev() {
+            let kind = item.check.number();
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+                set_kind_head(conn, agent_id, kind, item.sequence, now_ms)?;
+            }
+        }
     }
     Ok(Appended {
         stored: new_items.len() as u64,
         duplicates: plan.duplicates,
     })
+}
+
+/// Moves an agent's head of one check kind (`evidence_kind_heads`) forward to `sequence`. Public
+/// for the bench's raw insert loop, which must write the same rows.
+pub fn set_kind_head(
+    conn: &Connection,
+    agent_id: &str,
+    kind: i64,
+    sequence: u64,
+    received_at_ms: i64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO evidence_kind_heads (agent_id, check_kind, sequence, received_at_ms)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (agent_id, check_kind) DO UPDATE
+             SET sequence = excluded.sequence, received_at_ms = excluded.received_at_ms
+             WHERE excluded.sequence > evidence_kind_heads.sequence",
+    )?
+    .execute(params![agent_id, kind, sequence as i64, received_at_ms])?;
+    Ok(())
 }
 
 /// A batch's write failed after some of its rows were written, outside a savepoint: the
@@ -879,6 +938,7 @@ struct WrittenPartWay;
 /// `savepoints`; without them, a write failing part-way ends the group with `WrittenPartWay`.
 fn append_group(
     conn: &mut Connection,
+    cache: &mut batch_blobs::PackCache,
     batches: &[(&CertIdentity, &BatchToAppend, i64)],
     savepoints: bool,
 ) -> Result<Vec<Result<Appended, AppendError>>, WrittenPartWay> {
@@ -892,7 +952,9 @@ fn append_group(
             match tx.savepoint() {
                 Ok(savepoint) => {
                     let result = check_append(&savepoint, identity, batch).and_then(|plan| {
-                        Ok(write_append(&savepoint, identity, batch, &plan, *now_ms)?)
+                        Ok(write_append(
+                            &savepoint, cache, identity, batch, &plan, *now_ms,
+                        )?)
                     });
                     match result {
                         Ok(appended) => savepoint.commit().map(|()| appended).map_err(Into::into),
@@ -906,7 +968,7 @@ fn append_group(
             match check_append(&tx, identity, batch) {
                 // A refused batch wrote nothing.
                 Err(refused) => Err(refused),
-                Ok(plan) => Ok(write_append(&tx, identity, batch, &plan, *now_ms)
+                Ok(plan) => Ok(write_append(&tx, cache, identity, batch, &plan, *now_ms)
                     .map_err(|_| WrittenPartWay)?),
             }
         };
@@ -1168,15 +1230,20 @@ mod tests {
     }
 
     fn batch(sequences: &[u64]) -> BatchToAppend {
+        batch_of_kinds(sequences, &vec![CheckKind::Inventory; sequences.len()])
+    }
+
+    fn batch_of_kinds(sequences: &[u64], kinds: &[CheckKind]) -> BatchToAppend {
         BatchToAppend {
             items_bytes: sequences.iter().flat_map(|s| s.to_be_bytes()).collect(),
             signature: vec![1],
             signature_algorithm: 1,
             items: sequences
                 .iter()
-                .map(|&sequence| ItemToAppend {
+                .zip(kinds)
+                .map(|(&sequence, &check)| ItemToAppend {
                     sequence,
-                    check: CheckKind::Inventory,
+                    check,
                     gap_from: None,
                     observed_at_ms: 1,
                     bytes: sequence.to_be_bytes().to_vec(),
@@ -1184,6 +1251,147 @@ mod tests {
                 .collect(),
             agent_clock_skew_ms: None,
         }
+    }
+
+    /// (sequence, kind, received at) of every item appended: 12 batches arriving at 100, 200,
+    /// ...; patch and disk encryption in each, the inventory in every third, the backup only
+    /// in the first two, so the heads of the kinds lie far apart.
+    fn append_kinds_apart(store: &Store, identity: &CertIdentity) -> Vec<(u64, i64, i64)> {
+        let mut appended = Vec::new();
+        let mut next = 1;
+        for round in 0..12 {
+            let mut kinds = vec![CheckKind::Patch, CheckKind::DiskEncryption];
+            if round % 3 == 0 {
+                kinds.insert(0, CheckKind::Inventory);
+            }
+            if round < 2 {
+                kinds.push(CheckKind::Backup);
+            }
+            let received_at = 100 * (round + 1);
+            let sequences: Vec<u64> = (next..next + kinds.len() as u64).collect();
+            store
+                .append_batch(identity, &batch_of_kinds(&sequences, &kinds), received_at)
+                .expect("append");
+            for (sequence, kind) in sequences.iter().zip(&kinds) {
+                appended.push((*sequence, kind.number(), received_at));
+            }
+            next += kinds.len() as u64;
+        }
+        appended
+    }
+
+    const ALL_KINDS: [CheckKind; 5] = [
+        CheckKind::Inventory,
+        CheckKind::Patch,
+        CheckKind::DiskEncryption,
+        CheckKind::Backup,
+        CheckKind::Gap,
+    ];
+
+    /// The newest item of each kind, per agent, as the appended list says.
+    fn newest_of_each_kind(appended: &[(u64, i64, i64)]) -> BTreeMap<i64, (u64, i64)> {
+        let mut newest = BTreeMap::new();
+        for &(sequence, kind, received_at) in appended {
+            newest.insert(kind, (sequence, received_at));
+        }
+        newest
+    }
+
+    #[test]
+    fn the_newest_item_of_each_kind_by_any_moment_is_found_from_its_head() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open_or_create(&dir.path().join("collector.db")).expect("open");
+        let identity = enrol_for_test(&store, dir.path(), &HostFacts::default());
+        let appended = append_kinds_apart(&store, &identity);
+        let kinds = ALL_KINDS.map(CheckKind::number);
+        for as_of in [0, 99, 100, 150, 200, 250, 400, 1100, 1199, 1200, i64::MAX] {
+            let found: Vec<(u64, i64)> = store
+                .newest_items(&identity.agent_id, &kinds, as_of)
+                .expect("newest items")
+                .iter()
+                .map(|item| (item.sequence, item.check_kind))
+                .collect();
+            let expected: Vec<(u64, i64)> = kinds
+                .iter()
+                .filter_map(|&kind| {
+                    appended
+                        .iter()
+                        .rfind(|&&(_, k, at)| k == kind && at <= as_of)
+                        .map(|&(sequence, _, _)| (sequence, kind))
+                })
+                .collect();
+            assert_eq!(found, expected, "as of {as_of}");
+        }
+        // A walk of one kind passes over the others, by any moment.
+        for (kind, below, as_of) in [
+            (CheckKind::Patch, 100, i64::MAX),
+            (CheckKind::Inventory, 100, i64::MAX),
+            (CheckKind::Backup, 100, i64::MAX),
+            (CheckKind::Patch, 100, 600),
+            (CheckKind::Inventory, 12, 150),
+        ] {
+            let mut seen = Vec::new();
+            store
+                .walk_back(&identity.agent_id, kind.number(), below, as_of, |item| {
+                    seen.push(item.sequence);
+                    true
+                })
+                .expect("walk");
+            let expected: Vec<u64> = appended
+                .iter()
+                .rev()
+                .filter(|&&(s, k, at)| k == kind.number() && s < below && at <= as_of)
+                .map(|&(sequence, _, _)| sequence)
+                .collect();
+            assert_eq!(seen, expected, "{kind:?} below {below} as of {as_of}");
+        }
+        let heads: BTreeMap<i64, (u64, i64)> = store
+            .kind_heads()
+            .expect("heads")
+            .into_iter()
+            .map(|((agent, kind), head)| {
+                assert_eq!(agent, identity.agent_id);
+                (kind, head)
+            })
+            .collect();
+        assert_eq!(heads, newest_of_each_kind(&appended));
+    }
+
+    #[test]
+    fn the_kind_heads_migration_fills_them_from_the_evidence_stored_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("collector.db");
+        let store = Store::open_or_create(&path).expect("open");
+        let identity = enrol_for_test(&store, dir.path(), &HostFacts::default());
+        let appended = append_kinds_apart(&store, &identity);
+        // Back to the schema before migration 0010, as an older collector left it.
+        store
+            .writer()
+            .execute_batch(
+                "DROP TABLE evidence_kind_heads;
+                 CREATE INDEX evidence_by_kind ON evidence (agent_id, check_kind, sequence);
+                 PRAGMA user_version = 9;",
+            )
+            .expect("downgrade");
+        drop(store);
+        let store = Store::open_or_create(&path).expect("migrate");
+        let heads: BTreeMap<i64, (u64, i64)> = store
+            .kind_heads()
+            .expect("heads")
+            .into_iter()
+            .map(|((_, kind), head)| (kind, head))
+            .collect();
+        assert_eq!(heads, newest_of_each_kind(&appended));
+        let index: Option<String> = store
+            .writer()
+            .query_row(
+                "SELECT name FROM sqlite_schema WHERE name = 'evidence_by_kind'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .expect("schema");
+        assert_eq!(index, None, "the index the heads replace is gone");
     }
 
     #[test]
