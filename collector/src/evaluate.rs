@@ -13,7 +13,7 @@ use crate::convert;
 use crate::model::{CheckKind, Outcome};
 use crate::policy::judge::{self, HostView, Judgement, Observed, Seen};
 use crate::policy::{Condition, Policy};
-use crate::store::{HostRow, ItemRow, ResultRow, Store, StoreError};
+use crate::store::{EvidenceSnapshot, HostRow, ItemRow, ResultRow, Store, StoreError};
 
 /// A policy with the version the store gave it.
 #[derive(Debug, Clone)]
@@ -50,11 +50,20 @@ fn evaluate_with(
     runs: Option<&PatchRuns>,
 ) -> Result<Vec<HostJudgements>, StoreError> {
     let mut out = Vec::new();
-    for row in store.hosts_as_of(as_of_ms)? {
-        if only.is_some_and(|only| !only.contains(&row.agent_id)) {
-            continue;
+    let mut snapshot = None;
+    let hosts = store
+        .hosts_as_of(as_of_ms)?
+        .into_iter()
+        .filter(|row| only.is_none_or(|only| only.contains(&row.agent_id)));
+    for (judged, row) in hosts.enumerate() {
+        if judged % HOSTS_PER_SNAPSHOT == 0 {
+            snapshot = None;
         }
-        let host = host_view(store, policy, row, as_of_ms, runs)?;
+        let evidence = match &snapshot {
+            Some(evidence) => evidence,
+            None => snapshot.insert(store.evidence_snapshot()?),
+        };
+        let host = host_view(evidence, policy, row, as_of_ms, runs)?;
         let judgements = policy
             .rules
             .iter()
@@ -65,9 +74,13 @@ fn evaluate_with(
     Ok(out)
 }
 
+/// Hosts judged in one read snapshot (`EvidenceSnapshot`): enough to keep its page cache warm,
+/// few enough that a snapshot lasts well under a second even when walks are long (start-up).
+const HOSTS_PER_SNAPSHOT: usize = 64;
+
 /// What the collector knew of one host at `as_of_ms`.
 pub fn host_view(
-    store: &Store,
+    store: &EvidenceSnapshot<'_>,
     policy: &Policy,
     row: HostRow,
     as_of_ms: i64,
@@ -190,7 +203,7 @@ fn decode_outcome(item: &ItemRow) -> Outcome {
 /// walking back through consecutive patch items. The walk stops at the longest threshold that
 /// needs it: an item older than that already decides the verdict.
 fn patch_history(
-    store: &Store,
+    store: &EvidenceSnapshot<'_>,
     policy: &Policy,
     view: &mut HostView,
     as_of_ms: i64,

@@ -170,7 +170,10 @@ pub fn report(store: &Store, from_ms: i64, to_ms: i64) -> Result<KpiReport, KpiE
     let mut never = 0;
     let hosts = store.hosts_as_of(to_ms)?;
     for host in &hosts {
-        match store.newest_arrival(&host.agent_id, to_ms)? {
+        match store
+            .evidence_snapshot()?
+            .newest_arrival(&host.agent_id, to_ms)?
+        {
             Some((_, _, received)) => ages.push(to_ms - received),
             None => never += 1,
         }

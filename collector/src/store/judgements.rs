@@ -140,117 +140,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The newest item of each of `kinds` that arrived by `as_of_ms` (`newest_arrival` gives
-    /// the newest of any kind).
-    pub fn newest_items(
-        &self,
-        agent_id: &str,
-        kinds: &[i64],
-        as_of_ms: i64,
-    ) -> Result<Vec<ItemRow>, StoreError> {
+    /// A read snapshot for judging hosts: see `EvidenceSnapshot`.
+    pub fn evidence_snapshot(&self) -> Result<EvidenceSnapshot<'_>, StoreError> {
         let conn = self.conn()?;
-        let mut batches = super::batch_blobs::BatchItems::default();
-        let mut out = Vec::new();
-        for kind in kinds {
-            let row: Option<(i64, i64, i64, i64, i64, i64)> = conn
-                .prepare_cached(
-                    // Walks the agent's sequence back from the kind's head: one row when the
-                    // head had arrived by then, as it has for any moment since.
-                    "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
-                     FROM evidence
-                     WHERE agent_id = ?1 AND check_kind = ?2 AND received_at_ms <= ?3
-                       AND sequence <= (SELECT sequence FROM evidence_kind_heads
-                                        WHERE agent_id = ?1 AND check_kind = ?2)
-                     ORDER BY sequence DESC LIMIT 1",
-                )?
-                .query_row(params![agent_id, kind, as_of_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                })
-                .optional()?;
-            if let Some(row) = row {
-                out.push(item_row(&conn, &mut batches, row)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// The newest item of any kind that arrived by `as_of_ms`, without its bytes.
-    pub fn newest_arrival(
-        &self,
-        agent_id: &str,
-        as_of_ms: i64,
-    ) -> Result<Option<(u64, i64, i64)>, StoreError> {
-        Ok(self
-            .conn()?
-            .prepare_cached(
-                "SELECT sequence, observed_at_ms, received_at_ms FROM evidence
-                 WHERE agent_id = ?1 AND received_at_ms <= ?2 ORDER BY sequence DESC LIMIT 1",
-            )?
-            .query_row(params![agent_id, as_of_ms], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
-            })
-            .optional()?)
-    }
-
-    /// Items of one kind before `below_sequence`, newest first, that arrived by `as_of_ms`,
-    /// until `visit` returns false. Reads a page at a time and lets go of the database between
-    /// pages, so a long walk never holds up ingest. Pages start small and double: a walk
-    /// that remembers where an earlier one ended usually stops after an item or two, and
-    /// every item of a page is unpacked. The walk follows the agent's sequence (the UNIQUE
-    /// (agent_id, sequence) index) and passes over the items of other kinds.
-    pub fn walk_back(
-        &self,
-        agent_id: &str,
-        kind: i64,
-        below_sequence: u64,
-        as_of_ms: i64,
-        mut visit: impl FnMut(ItemRow) -> bool,
-    ) -> Result<(), StoreError> {
-        const FIRST_PAGE: i64 = 2;
-        const LARGEST_PAGE: i64 = 32;
-        let mut page_len = FIRST_PAGE;
-        let mut below = below_sequence as i64;
-        let mut batches = super::batch_blobs::BatchItems::default();
-        loop {
-            let page: Vec<ItemRow> = {
-                let conn = self.conn()?;
-                let mut stmt = conn.prepare_cached(
-                    "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
-                     FROM evidence WHERE agent_id = ?1 AND check_kind = ?2 AND sequence < ?3
-                                       AND received_at_ms <= ?4
-                     ORDER BY sequence DESC LIMIT ?5",
-                )?;
-                let rows = stmt
-                    .query_map(params![agent_id, kind, below, as_of_ms, page_len], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                rows.into_iter()
-                    .map(|row| item_row(&conn, &mut batches, row))
-                    .collect::<Result<_, _>>()?
-            };
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
-            below = last.sequence as i64;
-            let full = page.len() as i64 == page_len;
-            page_len = (page_len * 2).min(LARGEST_PAGE);
-            for item in page {
-                if !visit(item) {
-                    return Ok(());
-                }
-            }
-            if !full {
-                return Ok(());
-            }
-        }
+        conn.execute_batch("BEGIN")?;
+        Ok(EvidenceSnapshot {
+            conn,
+            batches: std::cell::RefCell::default(),
+        })
     }
 
     /// Records `text` as the policy in force from `now_ms`, unless it already is. Returns its
@@ -865,6 +762,139 @@ fn bind_results(
         )?;
     }
     Ok(())
+}
+
+/// One read transaction over the evidence, for judging hosts: SQLite empties a connection's
+/// page cache whenever a read begins after a commit, and under ingest the writer commits
+/// every few milliseconds, so reads outside a transaction start cold every statement. The
+/// evaluator judges a chunk of hosts in one snapshot. It holds no lock the writer needs; the
+/// WAL checkpoint cannot pass it, so it is kept short. Unpacked batches and dictionaries are
+/// kept for its lifetime.
+pub struct EvidenceSnapshot<'s> {
+    conn: super::ReadConn<'s>,
+    batches: std::cell::RefCell<super::batch_blobs::BatchItems>,
+}
+
+impl Drop for EvidenceSnapshot<'_> {
+    fn drop(&mut self) {
+        // Ends the read before the connection goes back to the pool; a read-only transaction
+        // has nothing to lose, and a failure here leaves SQLite to end it with the connection.
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+}
+
+impl EvidenceSnapshot<'_> {
+    /// The newest item of each of `kinds` that arrived by `as_of_ms` (`newest_arrival` gives
+    /// the newest of any kind).
+    pub fn newest_items(
+        &self,
+        agent_id: &str,
+        kinds: &[i64],
+        as_of_ms: i64,
+    ) -> Result<Vec<ItemRow>, StoreError> {
+        let conn = &*self.conn;
+        let mut batches = self.batches.borrow_mut();
+        let mut out = Vec::new();
+        for kind in kinds {
+            let row: Option<(i64, i64, i64, i64, i64, i64)> = conn
+                .prepare_cached(
+                    // Walks the agent's sequence back from the kind's head: one row when the
+                    // head had arrived by then, as it has for any moment since.
+                    "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
+                     FROM evidence
+                     WHERE agent_id = ?1 AND check_kind = ?2 AND received_at_ms <= ?3
+                       AND sequence <= (SELECT sequence FROM evidence_kind_heads
+                                        WHERE agent_id = ?1 AND check_kind = ?2)
+                     ORDER BY sequence DESC LIMIT 1",
+                )?
+                .query_row(params![agent_id, kind, as_of_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+                })
+                .optional()?;
+            if let Some(row) = row {
+                out.push(item_row(conn, &mut batches, row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The newest item of any kind that arrived by `as_of_ms`, without its bytes.
+    pub fn newest_arrival(
+        &self,
+        agent_id: &str,
+        as_of_ms: i64,
+    ) -> Result<Option<(u64, i64, i64)>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT sequence, observed_at_ms, received_at_ms FROM evidence
+                 WHERE agent_id = ?1 AND received_at_ms <= ?2 ORDER BY sequence DESC LIMIT 1",
+            )?
+            .query_row(params![agent_id, as_of_ms], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
+            })
+            .optional()?)
+    }
+
+    /// Items of one kind before `below_sequence`, newest first, that arrived by `as_of_ms`,
+    /// until `visit` returns false. Reads a page at a time. Pages start small and double: a walk
+    /// that remembers where an earlier one ended usually stops after an item or two, and
+    /// every item of a page is unpacked. The walk follows the agent's sequence (the UNIQUE
+    /// (agent_id, sequence) index) and passes over the items of other kinds.
+    pub fn walk_back(
+        &self,
+        agent_id: &str,
+        kind: i64,
+        below_sequence: u64,
+        as_of_ms: i64,
+        mut visit: impl FnMut(ItemRow) -> bool,
+    ) -> Result<(), StoreError> {
+        const FIRST_PAGE: i64 = 2;
+        const LARGEST_PAGE: i64 = 32;
+        let mut page_len = FIRST_PAGE;
+        let mut below = below_sequence as i64;
+        let mut batches = self.batches.borrow_mut();
+        loop {
+            let page: Vec<ItemRow> = {
+                let conn = &*self.conn;
+                let mut stmt = conn.prepare_cached(
+                    "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index
+                     FROM evidence WHERE agent_id = ?1 AND check_kind = ?2 AND sequence < ?3
+                                       AND received_at_ms <= ?4
+                     ORDER BY sequence DESC LIMIT ?5",
+                )?;
+                let rows = stmt
+                    .query_map(params![agent_id, kind, below, as_of_ms, page_len], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                rows.into_iter()
+                    .map(|row| item_row(conn, &mut batches, row))
+                    .collect::<Result<_, _>>()?
+            };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            below = last.sequence as i64;
+            let full = page.len() as i64 == page_len;
+            page_len = (page_len * 2).min(LARGEST_PAGE);
+            for item in page {
+                if !visit(item) {
+                    return Ok(());
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn item_row(

@@ -24,7 +24,8 @@ mod judgements;
 mod reviewers;
 pub use exports::{EvidenceRef, ExportEvidence, ExportResult};
 pub use judgements::{
-    ActionRow, ActionTx, EventError, EventRow, HostRow, ItemRow, OutcomeRef, PolicyRow, ResultRow,
+    ActionRow, ActionTx, EventError, EventRow, EvidenceSnapshot, HostRow, ItemRow, OutcomeRef,
+    PolicyRow, ResultRow,
 };
 pub use reviewers::{AuditEntry, AuditRow, ChainPosition, SessionRow, UserRow};
 
@@ -1306,6 +1307,8 @@ mod tests {
         let kinds = ALL_KINDS.map(CheckKind::number);
         for as_of in [0, 99, 100, 150, 200, 250, 400, 1100, 1199, 1200, i64::MAX] {
             let found: Vec<(u64, i64)> = store
+                .evidence_snapshot()
+                .expect("snapshot")
                 .newest_items(&identity.agent_id, &kinds, as_of)
                 .expect("newest items")
                 .iter()
@@ -1332,6 +1335,8 @@ mod tests {
         ] {
             let mut seen = Vec::new();
             store
+                .evidence_snapshot()
+                .expect("snapshot")
                 .walk_back(&identity.agent_id, kind.number(), below, as_of, |item| {
                     seen.push(item.sequence);
                     true
@@ -1408,6 +1413,8 @@ mod tests {
         let walk = |below: u64, stop_after: usize| {
             let mut seen = Vec::new();
             store
+                .evidence_snapshot()
+                .expect("snapshot")
                 .walk_back(
                     &identity.agent_id,
                     CheckKind::Inventory.number(),

@@ -79,6 +79,7 @@ fn newest(
     as_of_ms: i64,
 ) -> Result<Option<EvidenceItem>, StoreError> {
     Ok(store
+        .evidence_snapshot()?
         .newest_items(agent_id, &[kind.number()], as_of_ms)?
         .into_iter()
         .next()
@@ -99,7 +100,10 @@ pub fn host(
     let numbers: Vec<i64> = CHECKS.iter().map(|k| k.number()).collect();
     let mut inventory = None;
     let mut latest = Vec::new();
-    for row in store.newest_items(agent_id, &numbers, as_of_ms)? {
+    for row in store
+        .evidence_snapshot()?
+        .newest_items(agent_id, &numbers, as_of_ms)?
+    {
         let item = row
             .bytes
             .as_ref()
