@@ -853,9 +853,10 @@ impl EvidenceSnapshot<'_> {
         const LARGEST_PAGE: i64 = 32;
         let mut page_len = FIRST_PAGE;
         let mut below = below_sequence as i64;
-        let mut batches = self.batches.borrow_mut();
         loop {
+            // Borrowed for the page only: `visit` may read through this snapshot too.
             let page: Vec<ItemRow> = {
+                let mut batches = self.batches.borrow_mut();
                 let conn = &*self.conn;
                 let mut stmt = conn.prepare_cached(
                     "SELECT sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index

@@ -1334,11 +1334,14 @@ mod tests {
             (CheckKind::Inventory, 12, 150),
         ] {
             let mut seen = Vec::new();
-            store
-                .evidence_snapshot()
-                .expect("snapshot")
+            let snapshot = store.evidence_snapshot().expect("snapshot");
+            snapshot
                 .walk_back(&identity.agent_id, kind.number(), below, as_of, |item| {
                     seen.push(item.sequence);
+                    // A visit may read through the same snapshot.
+                    snapshot
+                        .newest_items(&identity.agent_id, &[kind.number()], as_of)
+                        .expect("a read inside the walk");
                     true
                 })
                 .expect("walk");
