@@ -80,7 +80,7 @@ const HOSTS_PER_SNAPSHOT: usize = 64;
 
 /// What the collector knew of one host at `as_of_ms`.
 pub fn host_view(
-    store: &EvidenceSnapshot<'_>,
+    evidence: &EvidenceSnapshot<'_>,
     policy: &Policy,
     row: HostRow,
     as_of_ms: i64,
@@ -101,7 +101,7 @@ pub fn host_view(
         enrolled_at_ms: row.enrolled_at_ms,
         ..HostView::default()
     };
-    for item in store.newest_items(&row.agent_id, &numbers, as_of_ms)? {
+    for item in evidence.newest_items(&row.agent_id, &numbers, as_of_ms)? {
         let Some(kind) = CheckKind::from_number(item.check_kind) else {
             continue;
         };
@@ -117,7 +117,7 @@ pub fn host_view(
         );
     }
     if let Some((sequence, observed_at_ms, received_at_ms)) =
-        store.newest_arrival(&row.agent_id, as_of_ms)?
+        evidence.newest_arrival(&row.agent_id, as_of_ms)?
     {
         view.last_received = Some(Observed {
             sequence,
@@ -139,7 +139,7 @@ pub fn host_view(
         Some(newest) => {
             let mut found = None;
             let mut looked = 0;
-            store.walk_back(
+            evidence.walk_back(
                 &row.agent_id,
                 CheckKind::Inventory.number(),
                 newest.sequence,
@@ -163,7 +163,7 @@ pub fn host_view(
         view.os_family = inventory.os_family;
         view.tags = inventory.tags;
     }
-    patch_history(store, policy, &mut view, as_of_ms, runs)?;
+    patch_history(evidence, policy, &mut view, as_of_ms, runs)?;
     Ok(view)
 }
 
@@ -203,7 +203,7 @@ fn decode_outcome(item: &ItemRow) -> Outcome {
 /// walking back through consecutive patch items. The walk stops at the longest threshold that
 /// needs it: an item older than that already decides the verdict.
 fn patch_history(
-    store: &EvidenceSnapshot<'_>,
+    evidence: &EvidenceSnapshot<'_>,
     policy: &Policy,
     view: &mut HostView,
     as_of_ms: i64,
@@ -257,7 +257,7 @@ fn patch_history(
         return Ok(());
     }
     let stop_before_ms = as_of_ms.saturating_sub(horizon_ms);
-    store.walk_back(
+    evidence.walk_back(
         &view.agent_id,
         CheckKind::Patch.number(),
         *newest,

@@ -88,9 +88,8 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
     })?;
 
     // Pass 2: each agent's chain in sequence order, and each row against its signed item.
-    // It also notes the newest item of each kind and each agent's last item, for pass 3.
+    // It also notes the newest item of each kind, for pass 3.
     let mut newest_of_kind = KindHeads::new();
-    let mut last_of_agent: BTreeMap<String, u64> = BTreeMap::new();
     let mut current_agent = String::new();
     let mut expected_prev = chain::GENESIS.to_vec();
     let mut previous_sequence = 0u64;
@@ -101,7 +100,6 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
             (row.agent_id.clone(), row.check_kind),
             (row.sequence, row.received_at_ms),
         );
-        last_of_agent.insert(row.agent_id.clone(), row.sequence);
         if row.agent_id != current_agent {
             current_agent = row.agent_id.clone();
             expected_prev = chain::GENESIS.to_vec();
@@ -190,6 +188,11 @@ pub fn verify(store: &Store) -> Result<Report, StoreError> {
 
     // Pass 3: each kind's head, which evaluation reads as that kind's newest item. A head past
     // the last item pass 2 saw of its agent arrived since, while the collector ran.
+    let mut last_of_agent: BTreeMap<String, u64> = BTreeMap::new();
+    for ((agent, _), (sequence, _)) in &newest_of_kind {
+        let last = last_of_agent.entry(agent.clone()).or_default();
+        *last = (*last).max(*sequence);
+    }
     let mut heads = store.kind_heads()?;
     for ((agent, kind), (sequence, received_at_ms)) in newest_of_kind {
         let last_seen = last_of_agent.get(&agent).copied().unwrap_or(0);
