@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use evident_agent::checks::{CheckKind as AgentCheck, Observation};
 use evident_collector::ca::{CaPaths, CertificateAuthority};
-use evident_collector::evaluate::{Evaluator, PolicySource};
+use evident_collector::evaluate::{Evaluator, Pace, PolicySource};
 use evident_collector::model::{CheckKind, HostFacts};
 use evident_collector::store::{BatchToAppend, CertIdentity, ItemToAppend, Store};
 use http_body_util::{BodyExt as _, Full};
@@ -352,7 +352,7 @@ impl Builder {
                 }
                 Work::Evaluate(at_ms) => {
                     self.append(&new_hosts, &mut group)?;
-                    self.evaluator.run(Some(&only), at_ms)?;
+                    self.evaluator.run(Some(&only), at_ms, Pace::Full)?;
                 }
             }
         }

@@ -658,7 +658,7 @@ fn evaluate_after_change(
     data_dir: &Path,
     hosts: usize,
 ) -> anyhow::Result<(f64, evident_collector::evaluate::Pass)> {
-    use evident_collector::evaluate::{ActivePolicy, Evaluator};
+    use evident_collector::evaluate::{ActivePolicy, Evaluator, Pace};
     use evident_collector::policy::{DEFAULT_POLICY, Policy};
     let store = Arc::new(evident_collector::store::Store::open_existing(
         &data_dir.join("collector.db"),
@@ -682,7 +682,7 @@ fn evaluate_after_change(
         .map(|h| h.agent_id)
         .collect();
     let started = Instant::now();
-    let pass = evaluator.run(Some(&only), now)?;
+    let pass = evaluator.run(Some(&only), now, Pace::Full)?;
     Ok((started.elapsed().as_secs_f64(), pass))
 }
 

@@ -38,16 +38,97 @@ pub fn evaluate(
     as_of_ms: i64,
     only: Option<&HashSet<String>>,
 ) -> Result<Vec<HostJudgements>, StoreError> {
-    evaluate_with(store, policy, as_of_ms, only, None)
+    evaluate_with(
+        store,
+        policy,
+        as_of_ms,
+        only,
+        None,
+        &mut Pacer::new(Pace::Full),
+    )
 }
 
-/// `evaluate`, reusing and updating `runs` (for judging the present in `serve`).
+/// How a pass shares the machine with ingest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// As fast as it can: someone waits for it (start-up, a policy change, a report).
+    Full,
+    /// Rests between its chunks of work (`Pacer`). Passes over arrivals run beside ingest: at
+    /// full speed, a flood's passes took most of a core for seconds at a time, and the writer
+    /// and the TLS workers queued for the CPU behind them (ack p99 at half the maximum rate
+    /// rose from about 10 to 50-100 ms during each pass).
+    Background,
+}
+
+impl Pace {
+    /// Results recorded in one transaction: a background pass holds the writer for
+    /// milliseconds at a time, not for the whole first pass over a fleet.
+    fn results_per_transaction(self) -> usize {
+        match self {
+            Pace::Full => usize::MAX,
+            Pace::Background => 200,
+        }
+    }
+
+    /// (host, rule) pairs whose actions move in one transaction.
+    fn actions_per_transaction(self) -> usize {
+        match self {
+            Pace::Full => 1000,
+            Pace::Background => 100,
+        }
+    }
+}
+
+/// A background pass rests this many times as long as each slice of its work took: it takes
+/// at most about a fifth of one core and holds the writer at most a fifth of the time.
+const REST_PER_WORK: u32 = 4;
+
+/// How long a background pass judges before it ends its snapshot and rests: a 64-host chunk
+/// of long walks took 150 ms of CPU, and acks queued behind it for up to 80 ms.
+const WORK_SLICE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Rests a pass between its chunks of work, at its `Pace`.
+struct Pacer {
+    pace: Pace,
+    since: std::time::Instant,
+    rested: std::time::Duration,
+}
+
+impl Pacer {
+    fn new(pace: Pace) -> Pacer {
+        Pacer {
+            pace,
+            since: std::time::Instant::now(),
+            rested: std::time::Duration::ZERO,
+        }
+    }
+
+    /// Whether a background pass has worked a whole `WORK_SLICE` since it last rested.
+    fn slice_done(&self) -> bool {
+        self.pace == Pace::Background && self.since.elapsed() >= WORK_SLICE
+    }
+
+    /// Between two chunks (never inside a snapshot or a transaction): a background pass
+    /// rests `REST_PER_WORK` times as long as the work since the last call took.
+    fn between_chunks(&mut self) {
+        if self.pace == Pace::Background {
+            let rest = self.since.elapsed() * REST_PER_WORK;
+            std::thread::sleep(rest);
+            self.rested += rest;
+        }
+        self.since = std::time::Instant::now();
+    }
+}
+
+/// `evaluate`, reusing and updating `runs` (for judging the present in `serve`), resting
+/// between snapshots as `pacer` says.
 fn evaluate_with(
     store: &Store,
     policy: &Policy,
     as_of_ms: i64,
     only: Option<&HashSet<String>>,
     runs: Option<&PatchRuns>,
+    pacer: &mut Pacer,
 ) -> Result<Vec<HostJudgements>, StoreError> {
     let mut out = Vec::new();
     let mut snapshot = None;
@@ -56,8 +137,12 @@ fn evaluate_with(
         .into_iter()
         .filter(|row| only.is_none_or(|only| only.contains(&row.agent_id)));
     for (judged, row) in hosts.enumerate() {
-        if judged % HOSTS_PER_SNAPSHOT == 0 {
+        if judged % HOSTS_PER_SNAPSHOT == 0 || pacer.slice_done() {
+            // The snapshot ends before any rest: an open read would hold back the checkpoint.
             snapshot = None;
+            if judged > 0 {
+                pacer.between_chunks();
+            }
         }
         let evidence = match &snapshot {
             Some(evidence) => evidence,
@@ -76,6 +161,7 @@ fn evaluate_with(
 
 /// Hosts judged in one read snapshot (`EvidenceSnapshot`): enough to keep its page cache warm,
 /// few enough that a snapshot lasts well under a second even when walks are long (start-up).
+/// A background pass ends its snapshot sooner, at each `WORK_SLICE`.
 const HOSTS_PER_SNAPSHOT: usize = 64;
 
 /// What the collector knew of one host at `as_of_ms`.
@@ -173,9 +259,6 @@ pub fn host_view(
 /// 1,000 agents sending as fast as acks came back). Evidence comes hourly: a second is still
 /// "on arrival" for a reviewer.
 const ARRIVAL_GATHER: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// (host, rule) pairs whose actions move in one transaction.
-const ACTION_CHUNK: usize = 1000;
 
 /// How many failed inventory items to look past for the newest successful one.
 const INVENTORY_LOOKBACK: usize = 100;
@@ -401,6 +484,8 @@ pub struct Evaluator {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Pass {
     pub hosts: usize,
+    /// How long a `Pace::Background` pass rested between its chunks of work.
+    pub rested: std::time::Duration,
     pub results_recorded: usize,
     pub action_events: usize,
 }
@@ -451,11 +536,24 @@ impl Evaluator {
     }
 
     /// Judges the hosts in `only` (all when `None`) at `now_ms`.
-    pub fn run(&self, only: Option<&HashSet<String>>, now_ms: i64) -> Result<Pass, StoreError> {
+    pub fn run(
+        &self,
+        only: Option<&HashSet<String>>,
+        now_ms: i64,
+        pace: Pace,
+    ) -> Result<Pass, StoreError> {
         let started = std::time::Instant::now();
+        let mut pacer = Pacer::new(pace);
         let active = self.active();
         let policy = &active.policy;
-        let hosts = evaluate_with(&self.store, policy, now_ms, only, Some(&self.runs))?;
+        let hosts = evaluate_with(
+            &self.store,
+            policy,
+            now_ms,
+            only,
+            Some(&self.runs),
+            &mut pacer,
+        )?;
         let judged = started.elapsed();
         let mut pass = Pass {
             hosts: hosts.len(),
@@ -479,13 +577,19 @@ impl Evaluator {
                 }
             }
         }
-        // Results first, so an action's event never names a result that was not kept.
-        self.store.append_results(&changed)?;
-        pass.results_recorded = changed.len();
-        {
+        // Results first, so an action's event never names a result that was not kept. In
+        // chunks, one transaction each, so that a pass with many (a policy change, the first
+        // pass) lets ingest in between them.
+        for chunk in changed.chunks(pace.results_per_transaction()) {
+            pacer.between_chunks();
+            self.store.append_results(chunk)?;
+            pass.results_recorded += chunk.len();
             let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-            for row in changed {
-                last.insert((row.agent_id, row.rule_id), (row.outcome, row.offending));
+            for row in chunk {
+                last.insert(
+                    (row.agent_id.clone(), row.rule_id.clone()),
+                    (row.outcome.clone(), row.offending.clone()),
+                );
             }
         }
         // Which actions move is read without the writer: a pass over a fleet whose actions
@@ -501,6 +605,7 @@ impl Evaluator {
             })
             .collect();
         let recorded = started.elapsed();
+        pacer.between_chunks();
         let current = self.store.current_actions(
             pairs
                 .iter()
@@ -516,7 +621,8 @@ impl Evaluator {
             })
             .map(|(pair, _)| pair)
             .collect();
-        for chunk in moving.chunks(ACTION_CHUNK) {
+        for chunk in moving.chunks(pace.actions_per_transaction()) {
+            pacer.between_chunks();
             let events = self.store.with_actions(|tx| {
                 let mut events = Vec::new();
                 for (host, rule_id, judgement) in chunk {
@@ -548,11 +654,13 @@ impl Evaluator {
         {
             warn!(%error, "trend days not stored; counted again on the next pass");
         }
+        pass.rested = pacer.rested;
         debug!(
             hosts = pass.hosts,
             results = pass.results_recorded,
             events = pass.action_events,
             judged_ms = judged.as_millis(),
+            rested_ms = pacer.rested.as_millis(),
             recorded_ms = (recorded - judged).as_millis(),
             actions_ms = (started.elapsed() - recorded).as_millis(),
             "evaluated"
@@ -684,8 +792,8 @@ pub async fn run_loop(
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut refused: Option<[u8; 32]> = None;
-    // How long the last pass took: arrivals are gathered at least that long, so that under a
-    // flood of batches judging takes at most about half of one core from ingest.
+    // How long the last pass took, rests included: arrivals are gathered at least that long,
+    // so that under a flood of batches judging is idle half of the time, on top of its pace.
     let mut last_pass = std::time::Duration::ZERO;
     let passes = pass_thread();
     loop {
@@ -719,8 +827,14 @@ pub async fn run_loop(
         let evaluator = evaluator.clone();
         let started = std::time::Instant::now();
         let (reply, answer) = tokio::sync::oneshot::channel();
+        // Passes over arrivals run beside ingest; the others are waited for.
+        let pace = if only.is_some() {
+            Pace::Background
+        } else {
+            Pace::Full
+        };
         let pass: PassJob = Box::new(move || {
-            let _ = reply.send(evaluator.run(only.as_ref(), crate::model::now_unix_ms()));
+            let _ = reply.send(evaluator.run(only.as_ref(), crate::model::now_unix_ms(), pace));
         });
         if let Err(std::sync::mpsc::SendError(pass)) = passes.send(pass) {
             tokio::task::spawn_blocking(pass);
@@ -738,7 +852,8 @@ pub async fn run_loop(
 type PassJob = Box<dyn FnOnce() + Send>;
 
 /// The thread evaluation passes run on, at background priority (`priority::BACKGROUND`), so
-/// that under load judging waits for ingest rather than acks waiting for judging. A pass that
+/// that under load judging waits for ingest rather than acks waiting for judging (a lower
+/// priority alone was not enough on two cores: see `Pace`). A pass that
 /// panics is caught and the thread goes on; if the thread cannot be started, sending fails and
 /// the caller runs the pass on the blocking pool.
 fn pass_thread() -> std::sync::mpsc::Sender<PassJob> {
@@ -801,3 +916,6 @@ async fn reload(evaluator: &Arc<Evaluator>, source: &PolicySource, refused: &mut
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

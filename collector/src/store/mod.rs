@@ -1007,6 +1007,17 @@ fn group_error(result: Result<Appended, AppendError>) -> StoreError {
 /// that need an agent row and its certificate identity).
 #[cfg(test)]
 pub(crate) fn enrol_for_test(store: &Store, dir: &Path, host: &HostFacts) -> CertIdentity {
+    let mut enrolled = enrol_fleet_for_test(store, dir, std::slice::from_ref(host));
+    enrolled.pop().expect("one agent")
+}
+
+/// Enrols one agent per host, `agt-1`, `agt-2`, ... (for tests).
+#[cfg(test)]
+pub(crate) fn enrol_fleet_for_test(
+    store: &Store,
+    dir: &Path,
+    hosts: &[HostFacts],
+) -> Vec<CertIdentity> {
     let ca =
         crate::ca::CertificateAuthority::load_or_create(&crate::ca::CaPaths::new(dir)).expect("ca");
     let key = rcgen::KeyPair::generate().expect("key");
@@ -1014,17 +1025,24 @@ pub(crate) fn enrol_for_test(store: &Store, dir: &Path, host: &HostFacts) -> Cer
         .expect("params")
         .serialize_request(&key)
         .expect("csr");
-    store.create_token(b"t", 0, i64::MAX, 1).expect("token");
-    let enrolled = store
-        .enroll(b"t", 1, host, "agt-1", |id| {
-            ca.sign_agent_csr(csr.der(), id, time::Duration::days(1))
+    let uses = u32::try_from(hosts.len()).expect("a test fleet");
+    store.create_token(b"t", 0, i64::MAX, uses).expect("token");
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let enrolled = store
+                .enroll(b"t", 1, host, &format!("agt-{}", i + 1), |id| {
+                    ca.sign_agent_csr(csr.der(), id, time::Duration::days(1))
+                })
+                .expect("enrol");
+            let fingerprint = ring::digest::digest(&ring::digest::SHA256, &enrolled.cert.der);
+            store
+                .certificate_identity(fingerprint.as_ref())
+                .expect("read")
+                .expect("identity")
         })
-        .expect("enrol");
-    let fingerprint = ring::digest::digest(&ring::digest::SHA256, &enrolled.cert.der);
-    store
-        .certificate_identity(fingerprint.as_ref())
-        .expect("read")
-        .expect("identity")
+        .collect()
 }
 
 /// Reads batches on a connection already held (see `Store::for_each_evidence`).
