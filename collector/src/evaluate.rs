@@ -51,9 +51,11 @@ pub fn evaluate(
 /// How a pass shares the machine with ingest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pace {
-    /// As fast as it can: someone waits for it (start-up, a policy change, a report).
+    /// As fast as it can: someone waits for it (start-up, SIGHUP, a new policy version, a
+    /// report, the CLI).
     Full,
-    /// Rests between its chunks of work (`Pacer`). Passes over arrivals run beside ingest: at
+    /// Rests between its chunks of work (`Pacer`). Passes nobody waits for (arrivals, the
+    /// timer) run beside ingest: at
     /// full speed, a flood's passes took most of a core for seconds at a time, and the writer
     /// and the TLS workers queued for the CPU behind them (ack p99 at half the maximum rate
     /// rose from about 10 to 50-100 ms during each pass).
@@ -795,6 +797,7 @@ pub async fn run_loop(
     // How long the last pass took, rests included: arrivals are gathered at least that long,
     // so that under a flood of batches judging is idle half of the time, on top of its pace.
     let mut last_pass = std::time::Duration::ZERO;
+    let mut ticked = false;
     let passes = pass_thread();
     loop {
         #[cfg(unix)]
@@ -808,31 +811,29 @@ pub async fn run_loop(
         };
         #[cfg(not(unix))]
         let hup = std::future::pending::<()>();
-        let only = tokio::select! {
+        let (only, trigger) = tokio::select! {
             _ = arrivals.wait() => {
                 // Gather what else arrives meanwhile, so a flood of batches is judged in
                 // passes over many hosts rather than one pass per batch.
                 tokio::time::sleep(ARRIVAL_GATHER.max(last_pass)).await;
-                Some(arrivals.take())
+                (Some(arrivals.take()), Trigger::Arrivals)
             }
-            _ = ticker.tick() => None,
+            _ = ticker.tick() => {
+                // The first tick is at once: the start-up pass.
+                let trigger = if ticked { Trigger::Timer } else { Trigger::StartUp };
+                ticked = true;
+                (None, trigger)
+            }
             _ = hup => {
                 info!("SIGHUP: re-reading the policy");
-                None
+                (None, Trigger::Hangup)
             }
         };
-        if only.is_none() {
-            reload(&evaluator, &source, &mut refused).await;
-        }
+        let new_policy = only.is_none() && reload(&evaluator, &source, &mut refused).await;
+        let pace = trigger.pace(new_policy);
         let evaluator = evaluator.clone();
         let started = std::time::Instant::now();
         let (reply, answer) = tokio::sync::oneshot::channel();
-        // Passes over arrivals run beside ingest; the others are waited for.
-        let pace = if only.is_some() {
-            Pace::Background
-        } else {
-            Pace::Full
-        };
         let pass: PassJob = Box::new(move || {
             let _ = reply.send(evaluator.run(only.as_ref(), crate::model::now_unix_ms(), pace));
         });
@@ -850,6 +851,30 @@ pub async fn run_loop(
 }
 
 type PassJob = Box<dyn FnOnce() + Send>;
+
+/// What started a pass under `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Evidence arrived.
+    Arrivals,
+    /// The first tick, at start-up: results and actions catch up with what came meanwhile.
+    StartUp,
+    /// Every `evaluation_interval_secs`: time alone moves silences and pending ages.
+    Timer,
+    /// SIGHUP: an administrator re-read the policy and waits for its results.
+    Hangup,
+}
+
+impl Trigger {
+    /// Passes nobody waits for run beside ingest (`Pace::Background`); start-up, SIGHUP and a
+    /// new policy version (`new_policy`, found by the pass's reload) are waited for.
+    fn pace(self, new_policy: bool) -> Pace {
+        match self {
+            Trigger::Arrivals | Trigger::Timer if !new_policy => Pace::Background,
+            Trigger::Arrivals | Trigger::Timer | Trigger::StartUp | Trigger::Hangup => Pace::Full,
+        }
+    }
+}
 
 /// The thread evaluation passes run on, at background priority (`priority::BACKGROUND`), so
 /// that under load judging waits for ingest rather than acks waiting for judging (a lower
@@ -876,21 +901,25 @@ fn pass_thread() -> std::sync::mpsc::Sender<PassJob> {
 }
 
 /// Activates the policy file when its text changed and validates; a refused text is logged
-/// once and the policy in force stays.
-async fn reload(evaluator: &Arc<Evaluator>, source: &PolicySource, refused: &mut Option<[u8; 32]>) {
+/// once and the policy in force stays. True when a new version is now in force.
+async fn reload(
+    evaluator: &Arc<Evaluator>,
+    source: &PolicySource,
+    refused: &mut Option<[u8; 32]>,
+) -> bool {
     let PolicySource::File(path) = source else {
-        return;
+        return false;
     };
     let Ok(text) = tokio::fs::read_to_string(path).await else {
         if refused.is_none() {
             warn!(path = %path.display(), "policy file cannot be read: keeping the policy in force");
             *refused = Some([0; 32]);
         }
-        return;
+        return false;
     };
     let hash = crate::policy::sha256(&text);
     if evaluator.active().policy.sha256 == hash || *refused == Some(hash) {
-        return;
+        return false;
     }
     match Policy::parse(&text, &source.name()) {
         Ok(policy) => {
@@ -905,14 +934,22 @@ async fn reload(evaluator: &Arc<Evaluator>, source: &PolicySource, refused: &mut
                 Ok(Ok(active)) => {
                     *refused = None;
                     info!(policy = %name, version = active.version, "policy changed: new version in force");
+                    true
                 }
-                Ok(Err(error)) => warn!(%error, "policy not activated"),
-                Err(error) => warn!(%error, "policy not activated"),
+                Ok(Err(error)) => {
+                    warn!(%error, "policy not activated");
+                    false
+                }
+                Err(error) => {
+                    warn!(%error, "policy not activated");
+                    false
+                }
             }
         }
         Err(error) => {
             tracing::error!(%error, version = evaluator.active().version, "policy file refused: keeping the policy in force");
             *refused = Some(hash);
+            false
         }
     }
 }

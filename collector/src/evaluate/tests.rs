@@ -88,3 +88,17 @@ fn a_background_pass_rests_between_chunks_and_records_what_a_full_pass_records()
     assert_eq!(background_results, full_results);
     assert_eq!(background_actions, full_actions);
 }
+
+#[test]
+fn only_passes_nobody_waits_for_run_in_the_background() {
+    assert_eq!(Trigger::Arrivals.pace(false), Pace::Background);
+    assert_eq!(Trigger::Timer.pace(false), Pace::Background);
+    assert_eq!(
+        Trigger::Timer.pace(true),
+        Pace::Full,
+        "a new policy version is waited for"
+    );
+    assert_eq!(Trigger::StartUp.pace(false), Pace::Full);
+    assert_eq!(Trigger::Hangup.pace(false), Pace::Full);
+    assert_eq!(Trigger::Hangup.pace(true), Pace::Full);
+}
