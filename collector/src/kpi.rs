@@ -169,11 +169,9 @@ pub fn report(store: &Store, from_ms: i64, to_ms: i64) -> Result<KpiReport, KpiE
     let mut ages = Vec::new();
     let mut never = 0;
     let hosts = store.hosts_as_of(to_ms)?;
+    let evidence = store.evidence_snapshot()?;
     for host in &hosts {
-        match store
-            .evidence_snapshot()?
-            .newest_arrival(&host.agent_id, to_ms)?
-        {
+        match evidence.newest_arrival(&host.agent_id, to_ms)? {
             Some((_, _, received)) => ages.push(to_ms - received),
             None => never += 1,
         }

@@ -767,9 +767,9 @@ fn bind_results(
 /// One read transaction over the evidence, for judging hosts: SQLite empties a connection's
 /// page cache whenever a read begins after a commit, and under ingest the writer commits
 /// every few milliseconds, so reads outside a transaction start cold every statement. The
-/// evaluator judges a chunk of hosts in one snapshot. It holds no lock the writer needs; the
-/// WAL checkpoint cannot pass it, so it is kept short. Unpacked batches and dictionaries are
-/// kept for its lifetime.
+/// evaluator judges a chunk of hosts in one snapshot; a page or report that reads one item per
+/// host takes one for its loop. It holds no lock the writer needs; the WAL checkpoint cannot
+/// pass it, so it is kept short. Unpacked batches and dictionaries are kept for its lifetime.
 pub struct EvidenceSnapshot<'s> {
     conn: super::ReadConn<'s>,
     batches: std::cell::RefCell<super::batch_blobs::BatchItems>,
@@ -796,7 +796,7 @@ impl EvidenceSnapshot<'_> {
         let mut batches = self.batches.borrow_mut();
         let mut out = Vec::new();
         for kind in kinds {
-            let row: Option<(i64, i64, i64, i64, i64, i64)> = conn
+            let row: Option<ItemColumns> = conn
                 .prepare_cached(
                     // Walks the agent's sequence back from the kind's head: one row when the
                     // head had arrived by then, as it has for any moment since.
@@ -807,9 +807,7 @@ impl EvidenceSnapshot<'_> {
                                         WHERE agent_id = ?1 AND check_kind = ?2)
                      ORDER BY sequence DESC LIMIT 1",
                 )?
-                .query_row(params![agent_id, kind, as_of_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-                })
+                .query_row(params![agent_id, kind, as_of_ms], item_columns)
                 .optional()?;
             if let Some(row) = row {
                 out.push(item_row(conn, &mut batches, row)?);
@@ -865,16 +863,10 @@ impl EvidenceSnapshot<'_> {
                      ORDER BY sequence DESC LIMIT ?5",
                 )?;
                 let rows = stmt
-                    .query_map(params![agent_id, kind, below, as_of_ms, page_len], |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                        ))
-                    })?
+                    .query_map(
+                        params![agent_id, kind, below, as_of_ms, page_len],
+                        item_columns,
+                    )?
                     .collect::<Result<Vec<_>, _>>()?;
                 rows.into_iter()
                     .map(|row| item_row(conn, &mut batches, row))
@@ -898,17 +890,25 @@ impl EvidenceSnapshot<'_> {
     }
 }
 
+/// The columns `item_row` takes, in the order both item queries select them: sequence,
+/// check_kind, observed_at_ms, received_at_ms, batch_id, item_index.
+type ItemColumns = (i64, i64, i64, i64, i64, i64);
+
+fn item_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<ItemColumns> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
 fn item_row(
     conn: &rusqlite::Connection,
     batches: &mut super::batch_blobs::BatchItems,
-    (sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index): (
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    ),
+    (sequence, check_kind, observed_at_ms, received_at_ms, batch_id, item_index): ItemColumns,
 ) -> Result<ItemRow, StoreError> {
     Ok(ItemRow {
         sequence: sequence as u64,

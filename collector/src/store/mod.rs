@@ -300,10 +300,11 @@ impl Drop for ReadConn<'_> {
 /// The page size of a new database. Every batch dirties a few leaves scattered by agent (agent
 /// and sequence; the agent's kind heads; batches by agent; until migration 0010 also agent,
 /// check and sequence for each check), and each dirty page is written whole to the WAL at
-/// commit and again to the database at checkpoint. 2 KiB halves those bytes against SQLite's default 4 KiB. At 1,000 agents the checkpoint's
-/// burst of writes, which the writer's syncs queue behind, set the p99 of acks at half rate:
-/// 137, 144 and 60 ms at 4 KiB; 46 and 51 ms at 2 KiB; 52 and 72 ms at 1 KiB, whose trees are
-/// deeper. A database created before keeps its page size (only VACUUM changes it).
+/// commit and again to the database at checkpoint. 2 KiB halves those bytes against SQLite's
+/// default 4 KiB. At 1,000 agents the checkpoint's burst of writes, which the writer's syncs
+/// queue behind, set the p99 of acks at half rate: 137, 144 and 60 ms at 4 KiB; 46 and 51 ms
+/// at 2 KiB; 52 and 72 ms at 1 KiB, whose trees are deeper. A database created before keeps
+/// its page size (only VACUUM changes it).
 const NEW_DATABASE_PAGE_SIZE: i64 = 2048;
 
 impl Store {

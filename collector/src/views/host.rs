@@ -9,7 +9,7 @@ use crate::convert;
 use crate::model::{CheckKind, EvidenceItem, Outcome, format_unix_ms};
 use crate::review;
 use crate::status::{self, StatusError};
-use crate::store::{AgentRow, Store, StoreError, StoredEvidence};
+use crate::store::{AgentRow, EvidenceSnapshot, Store, StoreError, StoredEvidence};
 
 /// Items per page of a host's timeline.
 pub const TIMELINE_PAGE: u64 = 50;
@@ -60,11 +60,11 @@ pub struct TimelineEntry {
 
 /// The tags a host declared in its newest inventory by `as_of_ms`.
 pub fn declared_tags(
-    store: &Store,
+    evidence: &EvidenceSnapshot<'_>,
     agent_id: &str,
     as_of_ms: i64,
 ) -> Result<Vec<String>, StoreError> {
-    Ok(newest(store, agent_id, CheckKind::Inventory, as_of_ms)?
+    Ok(newest(evidence, agent_id, CheckKind::Inventory, as_of_ms)?
         .and_then(|item| match item.outcome {
             Outcome::Inventory(facts) => Some(facts.tags),
             _ => None,
@@ -73,13 +73,12 @@ pub fn declared_tags(
 }
 
 fn newest(
-    store: &Store,
+    evidence: &EvidenceSnapshot<'_>,
     agent_id: &str,
     kind: CheckKind,
     as_of_ms: i64,
 ) -> Result<Option<EvidenceItem>, StoreError> {
-    Ok(store
-        .evidence_snapshot()?
+    Ok(evidence
         .newest_items(agent_id, &[kind.number()], as_of_ms)?
         .into_iter()
         .next()

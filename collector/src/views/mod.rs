@@ -360,8 +360,9 @@ pub fn host_page(
         .filter(|t| !t.is_empty())
     {
         let mut tagged = Vec::new();
+        let evidence = store.evidence_snapshot()?;
         for h in hosts {
-            if host::declared_tags(store, &h.agent_id, as_of_ms)?
+            if host::declared_tags(&evidence, &h.agent_id, as_of_ms)?
                 .iter()
                 .any(|t| t.eq_ignore_ascii_case(tag))
             {
